@@ -1,0 +1,1 @@
+"""qemu-lab: boot kernels for many architectures under QEMU and run mm testcases in them."""

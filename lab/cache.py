@@ -1,0 +1,98 @@
+"""The artifact cache: directories keyed by content hash, published atomically.
+
+An entry is complete when its meta.json exists; builds happen in a temporary
+directory beside it and are renamed into place, under a lock so that two lab
+processes never build the same thing twice at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+
+def cache_root() -> Path:
+    root = os.environ.get("LAB_CACHE") or Path.home() / ".cache" / "qemu-lab"
+    return Path(root)
+
+
+def content_key(*parts: str | bytes) -> str:
+    """A short, stable hash of the given parts (order matters)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()[:20]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a (possibly large) file, memoised by its size and mtime."""
+    st = path.stat()
+    memo = cache_root() / "digests" / content_key(str(path.resolve()), str(st.st_size), str(st.st_mtime_ns))
+    if memo.is_file():
+        return memo.read_text().strip()
+    value = sha256_file(path)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(value + "\n")
+    return value
+
+
+class Entry:
+    """One cache entry: cache_root()/<kind>/<key>/ with a meta.json when complete."""
+
+    def __init__(self, kind: str, key: str):
+        self.kind = kind
+        self.key = key
+        self.path = cache_root() / kind / key
+
+    @property
+    def meta_path(self) -> Path:
+        return self.path / "meta.json"
+
+    def meta(self) -> dict | None:
+        try:
+            return json.loads(self.meta_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.parent / f"{self.key}.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def building(self) -> Iterator[Path]:
+        """A fresh work directory; on success the caller calls publish()."""
+        work = self.path.parent / f"{self.key}.tmp-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
+            yield work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def publish(self, work: Path, meta: dict) -> None:
+        """Write meta.json into `work` and move it into place as this entry."""
+        (work / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.rename(work, self.path)

@@ -1,0 +1,304 @@
+"""The `lab` command. The only place where exceptions become exit codes.
+
+Exit codes: 0 nothing failed; 1 a test FAILed or TIMEOUTed; 2 usage/config
+error or ERROR (the lab could not get an answer); 130/143 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import socket
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lab import config as cfg
+from lab.errors import InfraError, LabError, UserError
+from lab.images import built_image, ensure_image, planned_initrd
+from lab.kernels import ensure_kernel, kernel_entry
+from lab.qemu import ACCELERATORS, kill_all, qemu_argv
+from lab.remote import client_key
+from lab.report import write_reports
+from lab.report.terminal import render_text
+from lab.results import Journal, run_exit_code
+from lab.scheduler import Runner, plan_jobs, prepare
+from lab.testcases import ensure_testcase
+from lab.toolchain import compiler_for, qemu_binary
+
+EXIT_USAGE = 2
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: stop like on Ctrl-C."""
+
+
+class _Progress:
+    """Timestamped progress lines on stderr, so stdout stays the matrix."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.started:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _selection(lab: cfg.Lab, args) -> tuple[list[str], list[str], list[str]]:
+    arches = cfg.pick("arch", args.arch, lab.arches, lab.plan.arches)
+    kernels = cfg.pick("kernel", args.kernel, lab.kernels, lab.plan.kernels)
+    tests = cfg.pick("testcase", getattr(args, "test", None), lab.testcases, lab.plan.testcases)
+    return arches, kernels, tests
+
+
+def _check_host(lab: cfg.Lab, arches: list[str]) -> None:
+    """Fail before any work if a QEMU or compiler is missing (exit 2, naming the package)."""
+    for name in arches:
+        qemu_binary(lab.arches[name])
+        compiler_for(lab.arches[name])
+
+
+def _out_dir(requested: str | None) -> Path:
+    if requested:
+        return Path(requested)
+    base = Path("results") / time.strftime("%Y%m%d-%H%M%S")
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+# --- commands ------------------------------------------------------------------------
+
+
+def cmd_run(args) -> int:
+    lab = cfg.load_lab()
+    arches, kernels, tests = _selection(lab, args)
+    _check_host(lab, arches)
+    jobs = plan_jobs(lab, arches, kernels, tests)
+    if args.dry_run:
+        _, public_key = client_key()
+        for job in jobs:
+            initrd = planned_initrd(lab, job.arch, public_key) or Path("<initrd: not built yet>")
+            kernel = kernel_entry(lab, job.arch, job.kernel).path / "image"
+            argv = qemu_argv(job.arch, kernel=kernel, initrd=initrd, ssh_port=0, accel=args.accel,
+                             binary=qemu_binary(job.arch))
+            print(f"# {job.name}: {', '.join(t.name for t in job.testcases)} (SSH port chosen at start)")
+            print(shlex.join(argv))
+        return 0
+
+    out = _out_dir(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = _Progress()
+    meta = {"run_id": out.name, "started": _now(), "finished": "", "host": socket.gethostname(),
+            "arches": arches, "kernels": kernels, "testcases": tests, "command": sys.argv[1:]}
+    journal = Journal(out / "journal.jsonl")
+    progress(f"run {out}: {len(jobs)} jobs ({', '.join(j.name for j in jobs)}), "
+             f"{len(jobs) * len(tests)} cells, -j {args.jobs}")
+    exit_code = None
+    runner = None
+    try:
+        artifacts = prepare(lab, jobs, progress)
+        runner = Runner(lab, out, journal, accel=args.accel, progress=progress)
+        runner.run(jobs, artifacts, args.jobs)
+    except KeyboardInterrupt:
+        exit_code = EXIT_SIGINT
+    except Terminated:
+        exit_code = EXIT_SIGTERM
+    finally:
+        if runner:
+            runner.stop.set()
+        killed = kill_all()
+        if exit_code is not None:
+            progress(f"interrupted: killed {killed} guest(s); writing reports for the finished cells")
+    cells = Journal.read(journal.path)
+    meta["finished"] = _now()
+    matrix = write_reports(out, cells, meta)
+    print(render_text(matrix))
+    print(f"\nresults: {out}/ (matrix.html, junit.xml, results.json, journal.jsonl, logs/)")
+    return exit_code if exit_code is not None else run_exit_code(cells)
+
+
+def cmd_report(args) -> int:
+    out = Path(args.dir)
+    journal = out / "journal.jsonl"
+    if not journal.is_file():
+        raise UserError(f"{journal}: no journal here (expected a run directory written by `lab run`)")
+    previous = {}
+    if (out / "results.json").is_file():
+        previous = json.loads((out / "results.json").read_text()).get("run", {})
+    cells = Journal.read(journal)
+    matrix = write_reports(out, cells, previous or {"run_id": out.name, "started": "", "finished": ""})
+    print(render_text(matrix))
+    return run_exit_code(cells)
+
+
+def cmd_list(args) -> int:
+    lab = cfg.load_lab()
+    built: dict[str, dict] = {}
+    for name, arch in lab.arches.items():
+        entry = {"image": None, "kernels": {}}
+        try:
+            image = built_image(lab, arch)
+            entry["image"] = str(image) if image else None
+            for kname, source in lab.kernels.items():
+                k = kernel_entry(lab, arch, source)
+                meta = k.meta()
+                entry["kernels"][kname] = (str(k.path / "image") if meta["ok"] else f"build failed: {meta['error']}") if meta else None
+        except UserError as exc:
+            entry["missing"] = str(exc)
+        built[name] = entry
+    data = {
+        "plan": {"arches": list(lab.plan.arches), "kernels": list(lab.plan.kernels),
+                 "testcases": list(lab.plan.testcases)},
+        "arches": {n: {"description": a.description, "qemu": a.qemu.binary, "toolchain": a.toolchain.triple,
+                       "built": built[n]} for n, a in lab.arches.items()},
+        "kernels": {n: {"tarball": k.tarball, "package": k.package} for n, k in lab.kernels.items()},
+        "testcases": {n: {"description": t.description, "timeout_s": t.timeout_s, "needs": list(t.needs),
+                          "kind": t.kind} for n, t in lab.testcases.items()},
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print("arches:")
+    for n, a in data["arches"].items():
+        image = a["built"]["image"] or "not built"
+        print(f"  {n:12} {a['description']} (image: {image})")
+        for k, path in a["built"]["kernels"].items():
+            print(f"  {'':12}   kernel {k}: {path or 'not built'}")
+    print("kernels:")
+    for n, k in data["kernels"].items():
+        print(f"  {n:12} {k['tarball']} (Debian package {k['package']})")
+    print("testcases:")
+    for n, t in data["testcases"].items():
+        print(f"  {n:12} {t['description']}")
+    return 0
+
+
+def cmd_kernels_build(args) -> int:
+    lab = cfg.load_lab()
+    arches, kernels, _ = _selection(lab, args)
+    progress = _Progress()
+    for a in arches:
+        for k in kernels:
+            art = ensure_kernel(lab, lab.arches[a], lab.kernels[k], progress)
+            print(f"{a}/{k}: {art.version}: {art.image}")
+    return 0
+
+
+def cmd_images_build(args) -> int:
+    lab = cfg.load_lab()
+    arches = cfg.pick("arch", args.arch, lab.arches, lab.plan.arches)
+    progress = _Progress()
+    for a in arches:
+        image = ensure_image(lab, lab.arches[a], progress)
+        print(f"{a}: {image.initramfs} (host key {image.host_key.split()[0]})")
+    return 0
+
+
+def cmd_testcases_build(args) -> int:
+    lab = cfg.load_lab()
+    arches = cfg.pick("arch", args.arch, lab.arches, lab.plan.arches)
+    tests = cfg.pick("testcase", args.test, lab.testcases, lab.plan.testcases)
+    for a in arches:
+        for t in tests:
+            binary = ensure_testcase(lab, lab.arches[a], lab.testcases[t])
+            print(f"{a}/{t}: {binary.path}")
+    return 0
+
+
+# --- argument parsing ----------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def selection(p, test: bool = True) -> None:
+        p.add_argument("--arch", help="comma-separated arches (default: the plan's)")
+        p.add_argument("--kernel", help="comma-separated kernels (default: the plan's)")
+        if test:
+            p.add_argument("--test", help="comma-separated testcases (default: the plan's)")
+
+    run = sub.add_parser("run", help="build what is missing, boot, test, report")
+    selection(run)
+    run.add_argument("-j", "--jobs", type=_positive_int, default=os.cpu_count() or 1,
+                     help="guests to run at once (default: number of cores)")
+    run.add_argument("--out", help="result directory (default: results/<timestamp>)")
+    run.add_argument("--dry-run", action="store_true", help="print the QEMU command lines, start nothing")
+    run.add_argument("--accel", choices=ACCELERATORS, default="tcg", help="QEMU accelerator (default: tcg)")
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="re-render the reports of a run directory from its journal")
+    report.add_argument("dir")
+    report.set_defaults(func=cmd_report)
+
+    lst = sub.add_parser("list", help="arches, kernels, testcases and what is built")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_list)
+
+    kernels = sub.add_parser("kernels", help="kernel builds").add_subparsers(dest="action", required=True)
+    kb = kernels.add_parser("build", help="build kernels (cached)")
+    selection(kb, test=False)
+    kb.set_defaults(func=cmd_kernels_build)
+
+    images = sub.add_parser("images", help="guest images").add_subparsers(dest="action", required=True)
+    ib = images.add_parser("build", help="build guest images (cached)")
+    ib.add_argument("--arch", help="comma-separated arches (default: the plan's)")
+    ib.set_defaults(func=cmd_images_build)
+
+    tcs = sub.add_parser("testcases", help="testcase binaries").add_subparsers(dest="action", required=True)
+    tb = tcs.add_parser("build", help="cross-compile testcases (cached)")
+    tb.add_argument("--arch", help="comma-separated arches (default: the plan's)")
+    tb.add_argument("--test", help="comma-separated testcases (default: the plan's)")
+    tb.set_defaults(func=cmd_testcases_build)
+    return parser
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"lab: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except InfraError as exc:
+        print(f"lab: ERROR: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except LabError as exc:
+        print(f"lab: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        kill_all()
+        return EXIT_SIGINT
+    except Terminated:
+        kill_all()
+        return EXIT_SIGTERM
+    finally:
+        kill_all()
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,253 @@
+"""Configuration: TOML files -> validated, frozen dataclasses.
+
+Per-arch knowledge lives in configs/arches/<arch>.toml, kernels and the default
+plan in configs/lab.toml, testcase metadata in testcases/<name>.toml. Every
+problem is reported as one line naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.errors import ConfigError, UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _choices(*allowed: str) -> dict:
+    return {"choices": allowed}
+
+
+@dataclass(frozen=True)
+class KernelBuild:
+    """How to build a kernel for one arch."""
+
+    make_arch: str  # make ARCH=
+    image_target: str  # make target, e.g. bzImage
+    image_path: str  # the built image, relative to the build directory
+    fragment: str  # arch fragment in configs/kernel/, applied after common.config
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    triple: str  # gcc-<triple>, CROSS_COMPILE=<triple>-
+    package: str  # Debian package that provides <triple>-gcc
+
+
+@dataclass(frozen=True)
+class Qemu:
+    binary: str
+    package: str  # Debian package that provides the binary
+    nic: str  # QEMU device model for the SSH network interface
+    console: str  # kernel console= device
+    machine: str | None = None
+    cpu: str | None = None
+    bios: str | None = None
+    memory_mib: int = field(default=512, metadata={"min": 32})
+    smp: int = field(default=1, metadata={"min": 1})
+    rng: str | None = None  # virtio-rng device model: entropy at boot without waiting
+    append: tuple[str, ...] = ()  # extra kernel command line words
+    extra_args: tuple[str, ...] = ()  # extra QEMU argv words, each with a comment in the TOML
+
+
+@dataclass(frozen=True)
+class Guest:
+    # tinyconfig x86 has no ACPI, so `poweroff -f` does not end QEMU; `reboot -f`
+    # with -no-reboot does. Each arch says what ends its QEMU.
+    poweroff: tuple[str, ...] = ("poweroff", "-f")
+    boot_timeout_s: float = field(default=120.0, metadata={"min": 1})
+    ssh_timeout_s: float = field(default=60.0, metadata={"min": 1})
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    description: str
+    kernel: KernelBuild
+    toolchain: Toolchain
+    qemu: Qemu
+    guest: Guest = Guest()
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    name: str
+    tarball: str  # kernel source tarball, e.g. what Debian's linux-source-X installs
+    package: str  # Debian package that provides the tarball
+
+
+@dataclass(frozen=True)
+class Testcase:
+    name: str
+    description: str
+    source: str  # C file, relative to testcases/
+    timeout_s: float = field(default=120.0, metadata={"min": 1})
+    needs: tuple[str, ...] = ()
+    kind: str = field(default="deterministic", metadata=_choices("deterministic", "race"))
+
+
+ALLOWED_NEEDS = ("swap", "blockdev")
+
+
+@dataclass(frozen=True)
+class Plan:
+    arches: tuple[str, ...]
+    kernels: tuple[str, ...]
+    testcases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Lab:
+    root: Path
+    arches: typing.Mapping[str, Arch]
+    kernels: typing.Mapping[str, KernelSource]
+    testcases: typing.Mapping[str, Testcase]
+    plan: Plan
+
+    @property
+    def kernel_fragments_dir(self) -> Path:
+        return self.root / "configs" / "kernel"
+
+    @property
+    def testcases_dir(self) -> Path:
+        return self.root / "testcases"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+
+# --- generic TOML table -> dataclass conversion -------------------------------------
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _convert(value, hint, where: str):
+    """Check/convert one TOML value against a type hint; raise ConfigError naming `where`."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _convert(value, inner[0], where)
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return _from_table(hint, value, where)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {_TYPE_NAMES.get(hint, hint)}, got {value!r}")
+    return value
+
+
+def _from_table(cls, table: dict, where: str, **given):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in given}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field '{unknown[0]}' (allowed: {', '.join(fields)})")
+    values = dict(given)
+    for name, f in fields.items():
+        key = f"{where}.{name}"
+        if name not in table:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where}: missing required field '{name}'")
+            continue
+        value = _convert(table[name], hints[name], key)
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+        minimum = f.metadata.get("min")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{key}: {value!r} is below the minimum {minimum}")
+        values[name] = value
+    return cls(**values)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+def load_arch(path: Path, root: Path) -> Arch:
+    arch = _from_table(Arch, _read_toml(path), _rel(path, root), name=path.stem)
+    fragment = root / "configs" / "kernel" / arch.kernel.fragment
+    if not fragment.is_file():
+        raise ConfigError(f"{_rel(path, root)}: kernel.fragment: {fragment} does not exist")
+    return arch
+
+
+def load_testcase(path: Path, root: Path) -> Testcase:
+    where = _rel(path, root)
+    case = _from_table(Testcase, _read_toml(path), where, name=path.stem)
+    bad = [n for n in case.needs if n not in ALLOWED_NEEDS]
+    if bad:
+        raise ConfigError(f"{where}.needs: {bad[0]!r} is not one of {', '.join(ALLOWED_NEEDS)}")
+    if not (path.parent / case.source).is_file():
+        raise ConfigError(f"{where}.source: {path.parent / case.source} does not exist")
+    return case
+
+
+def load_lab(root: Path | None = None) -> Lab:
+    """Load every config file under `root` (default: $LAB_ROOT or the repository)."""
+    root = Path(root or os.environ.get("LAB_ROOT") or REPO_ROOT)
+    lab_toml = root / "configs" / "lab.toml"
+    where = _rel(lab_toml, root)
+    data = _read_toml(lab_toml)
+    unknown = sorted(set(data) - {"plan", "kernels"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown table '{unknown[0]}' (allowed: plan, kernels)")
+    kernels_table = data.get("kernels", {})
+    if not isinstance(kernels_table, dict):
+        raise ConfigError(f"{where}: [kernels] must be a table of kernel names")
+    kernels = {
+        name: _from_table(KernelSource, table, f"{where}: kernels.{name}", name=name)
+        for name, table in kernels_table.items()
+    }
+    arches = {p.stem: load_arch(p, root) for p in sorted((root / "configs" / "arches").glob("*.toml"))}
+    testcases = {p.stem: load_testcase(p, root) for p in sorted((root / "testcases").glob("*.toml"))}
+    plan = _from_table(Plan, data.get("plan", {}), f"{where}: plan")
+    for label, names, known in (
+        ("arches", plan.arches, arches),
+        ("kernels", plan.kernels, kernels),
+        ("testcases", plan.testcases, testcases),
+    ):
+        for name in names:
+            if name not in known:
+                raise ConfigError(f"{where}: plan.{label}: unknown {label[:-1]} {name!r} (known: {', '.join(known)})")
+    return Lab(root=root, arches=arches, kernels=kernels, testcases=testcases, plan=plan)
+
+
+def pick(kind: str, requested: str | None, known: typing.Mapping, default: tuple[str, ...]) -> list[str]:
+    """Resolve a comma-separated --arch/--kernel/--test value against what is declared."""
+    if not requested:
+        return list(default)
+    names = [n.strip() for n in requested.split(",") if n.strip()]
+    for name in names:
+        if name not in known:
+            raise UserError(f"unknown {kind} {name!r} (known: {', '.join(known)})")
+    return names

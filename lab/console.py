@@ -1,0 +1,142 @@
+"""The serial console of a guest: followed into a log, and classified.
+
+A Console owns a thread that reads QEMU's pty for the guest's whole life,
+appends every byte to the console log (flushed, so nothing is lost if the lab
+dies) and keeps the decoded text for readiness checks and kernel-message
+classification. The classification functions are pure, tested on canned logs.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import threading
+import time
+from enum import Enum
+from pathlib import Path
+
+import pexpect
+
+READY_MARKER = "qemu-lab: READY"
+
+_PANIC = re.compile(r"Kernel panic - not syncing.*")
+# Lines that mean the kernel reported a problem, whatever the test said.
+_KERNEL_PROBLEM = re.compile(
+    r"Kernel panic - not syncing|\bBUG: |\bOops\b|\bWARNING: |-+\[ cut here \]-+|"
+    r"Unable to handle kernel|general protection fault|\b(KASAN|KFENCE|UBSAN): |"
+    r"soft lockup|hard LOCKUP|rcu: INFO: .*detected stalls|blocked for more than \d+ seconds"
+)
+
+
+class BootState(Enum):
+    BOOTING = "booting"
+    READY = "ready"
+    PANIC = "panic"
+    EXITED = "exited"  # QEMU ended before the guest was ready
+
+
+def panic_line(text: str) -> str | None:
+    """The "Kernel panic - not syncing" line, if the kernel panicked."""
+    panic = _PANIC.search(text)
+    return panic.group(0).strip() if panic else None
+
+
+def boot_state(text: str, exited: bool) -> tuple[BootState, str]:
+    """Where a boot stands, given the console text so far; with the deciding line."""
+    panic = panic_line(text)
+    if panic:
+        return BootState.PANIC, panic
+    if READY_MARKER in text:
+        return BootState.READY, READY_MARKER
+    if exited:
+        return BootState.EXITED, "QEMU exited before the guest was ready"
+    return BootState.BOOTING, ""
+
+
+def kernel_problems(text: str) -> list[str]:
+    """Console lines where the kernel reported a panic, oops, BUG, WARN, lockup or stall."""
+    return [line.strip() for line in text.splitlines() if _KERNEL_PROBLEM.search(line)]
+
+
+def tail(text: str, lines: int = 25) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class Console:
+    """Follows a pexpect child's output until EOF."""
+
+    def __init__(self, child: pexpect.spawn, log_path: Path):
+        self._child = child
+        self._log = log_path.open("ab")
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._chunks: list[str] = []
+        self._length = 0
+        self._eof = False
+        self._stopping = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._follow, name=f"console-{child.pid}", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        try:
+            while not self._stopping:
+                try:
+                    data = self._child.read_nonblocking(65536, timeout=0.2)
+                except pexpect.TIMEOUT:
+                    continue
+                except (pexpect.EOF, OSError, ValueError):
+                    break
+                self._log.write(data)
+                self._log.flush()
+                text = self._decoder.decode(data).replace("\r", "")
+                with self._cond:
+                    self._chunks.append(text)
+                    self._length += len(text)
+                    self._cond.notify_all()
+        finally:
+            with self._cond:
+                self._eof = True
+                self._cond.notify_all()
+            self._log.close()
+
+    def text(self, since: int = 0) -> str:
+        with self._cond:
+            if len(self._chunks) > 1:
+                self._chunks = ["".join(self._chunks)]
+            return self._chunks[0][since:] if self._chunks else ""
+
+    def offset(self) -> int:
+        """A position in the text, to slice what the console printed during a test."""
+        with self._cond:
+            return self._length
+
+    @property
+    def eof(self) -> bool:
+        return self._eof
+
+    def wait_eof(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not self._eof:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def wait_boot(self, timeout_s: float) -> tuple[BootState, str]:
+        """Wait until the guest is ready, panicked or gone; BOOTING means the deadline passed."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                text = "".join(self._chunks)
+                self._chunks = [text]
+                state, line = boot_state(text, self._eof)
+                remaining = deadline - time.monotonic()
+                if state is not BootState.BOOTING or remaining <= 0:
+                    return state, line
+                self._cond.wait(min(remaining, 1.0))
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._thread.join(timeout=2.0)

@@ -1,0 +1,37 @@
+"""Exceptions, split by who must act. Only cli.py turns them into exit codes."""
+
+
+class LabError(Exception):
+    """Base of every error the lab reports as a clean one-line message."""
+
+
+class UserError(LabError):
+    """The user must act: bad arguments, bad config, a missing host tool (exit 2)."""
+
+
+class ConfigError(UserError):
+    """A config or testcase file is malformed; the message names file and field."""
+
+
+class MissingToolError(UserError):
+    """A host program or file is missing; the message names the Debian package."""
+
+    def __init__(self, what: str, package: str):
+        super().__init__(f"{what} not found: install the Debian package '{package}' (or run ./just setup)")
+        self.package = package
+
+
+class InfraError(LabError):
+    """The lab or the guest broke: no test answer could be had (cell status ERROR)."""
+
+
+class BuildError(InfraError):
+    """A kernel, image or testcase build failed; the message names log and first error."""
+
+
+class BootError(InfraError):
+    """QEMU did not start, the guest did not boot or it crashed."""
+
+
+class SshError(InfraError):
+    """The guest booted but SSH login, push or command execution failed."""

@@ -1,0 +1,193 @@
+"""Guest images: an initramfs of busybox, dropbear and sftp-server, built from Debian sources.
+
+The base image is cached per arch by content hash (Debian source versions,
+the recipe in images/, the cross compiler). Per-lab data (the client's public
+key) goes into a second, tiny cpio archive appended to it: the kernel unpacks
+concatenated gzip cpio archives in order, so the base never has to be rebuilt.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.buildlog import jobs, run_logged
+from lab.cache import Entry, content_key
+from lab.config import Arch, Lab
+from lab.cpio import CpioWriter
+from lab.errors import BuildError
+from lab.kernels import Progress
+from lab.toolchain import Compiler, compiler_for, debian_source, require_tool, source_identity
+
+RECIPE_VERSION = "1"
+RECIPE_FILES = ("init", "dropbear_localoptions.h", "passwd", "group", "shells")
+SOURCE_PACKAGES = ("busybox", "dropbear", "openssh")
+READY_MARKER = "qemu-lab: READY"
+HOST_KEY_PATH = "/etc/dropbear/dropbear_ed25519_host_key"
+
+
+@dataclass(frozen=True)
+class ImageArtifact:
+    arch: str
+    key: str
+    initramfs: Path
+    host_key: str  # "ssh-ed25519 AAAA...": the only key the lab accepts from this guest
+
+
+def image_key(lab: Lab, compiler: Compiler, sources: dict[str, Path]) -> str:
+    return content_key(
+        RECIPE_VERSION,
+        *((lab.images_dir / name).read_bytes() for name in RECIPE_FILES),
+        *(source_identity(sources[pkg]) for pkg in SOURCE_PACKAGES),
+        compiler.version,
+    )
+
+
+def ensure_image(lab: Lab, arch: Arch, progress: Progress = lambda _: None) -> ImageArtifact:
+    compiler = compiler_for(arch)
+    require_tool("dropbearkey", "dropbear-bin")
+    require_tool("make", "make")
+    sources = {pkg: debian_source(pkg) for pkg in SOURCE_PACKAGES}
+    key = image_key(lab, compiler, sources)
+    entry = Entry("images", key)
+    with entry.lock():
+        if entry.meta() is None:
+            _build(lab, arch, compiler, sources, entry, progress)
+    return ImageArtifact(arch=arch.name, key=key, initramfs=entry.path / "initramfs.cpio.gz",
+                         host_key=(entry.path / "host_key.pub").read_text().strip())
+
+
+def _build(lab: Lab, arch: Arch, compiler: Compiler, sources: dict[str, Path], entry: Entry,
+           progress: Progress) -> None:
+    log = entry.path.parent / f"{entry.key}.build.log"
+    log.unlink(missing_ok=True)
+    started = time.monotonic()
+    progress(f"building guest image for {arch.name} (log: {log})")
+    with entry.building() as work:
+        busybox, applets = _build_busybox(sources["busybox"], work / "busybox", compiler, log)
+        dropbear = _build_dropbear(lab, sources["dropbear"], work / "dropbear", compiler, log)
+        sftp_server = _build_sftp_server(sources["openssh"], work / "openssh", compiler, log)
+        for binary in (busybox, dropbear, sftp_server):
+            run_logged([f"{compiler.triple}-strip", str(binary)], log, what=f"strip {binary.name}")
+        host_key = work / "host_key"
+        run_logged(["dropbearkey", "-t", "ed25519", "-f", str(host_key)], log, what="dropbearkey")
+        host_pub = _public_key(host_key)
+
+        archive = CpioWriter()
+        for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "usr/libexec", "etc", "etc/dropbear",
+                  "proc", "sys", "dev", "tmp", "run", "var", "var/log", "mnt"):
+            archive.directory(d)
+        archive.directory("root", 0o700)
+        # The kernel opens /dev/console for init before devtmpfs is mounted.
+        archive.char_device("dev/console", 5, 1)
+        archive.file("init", (lab.images_dir / "init").read_bytes(), 0o755)
+        archive.file("bin/busybox", busybox.read_bytes(), 0o755)
+        for applet in applets:
+            if applet != "/bin/busybox":
+                archive.symlink(applet, "/bin/busybox")
+        archive.file("usr/sbin/dropbear", dropbear.read_bytes(), 0o755)
+        archive.file("usr/libexec/sftp-server", sftp_server.read_bytes(), 0o755)
+        for name in ("passwd", "group", "shells"):
+            archive.file(f"etc/{name}", (lab.images_dir / name).read_bytes())
+        archive.file(HOST_KEY_PATH, host_key.read_bytes(), 0o600)
+
+        result = work / "result"
+        result.mkdir()
+        (result / "initramfs.cpio.gz").write_bytes(archive.gzipped())
+        (result / "host_key.pub").write_text(host_pub + "\n")
+        shutil.move(log, result / "build.log")
+        seconds = round(time.monotonic() - started, 1)
+        entry.publish(result, {"arch": arch.name, "compiler": compiler.version, "seconds": seconds,
+                               "sources": {pkg: sources[pkg].name for pkg in SOURCE_PACKAGES}})
+    progress(f"built guest image for {arch.name} in {seconds} s")
+
+
+def _public_key(private_key: Path) -> str:
+    out = subprocess.run(["dropbearkey", "-y", "-f", str(private_key)], capture_output=True, text=True,
+                         check=False, stdin=subprocess.DEVNULL).stdout
+    for line in out.splitlines():
+        if line.startswith("ssh-ed25519 "):
+            return " ".join(line.split()[:2])
+    raise BuildError(f"dropbearkey -y printed no ed25519 public key for {private_key}")
+
+
+def _build_busybox(src: Path, build: Path, compiler: Compiler, log: Path) -> tuple[Path, list[str]]:
+    """Busybox with Debian's own static configuration (what busybox-static ships)."""
+    build.mkdir()
+    config = (src / "debian/config/os/linux").read_text() + (src / "debian/config/pkg/static").read_text()
+    (build / ".config").write_text(config)
+    make = ["make", "-C", str(src), f"O={build}", f"CROSS_COMPILE={compiler.cross_compile}"]
+    run_logged(make + ["oldconfig"], log, stdin_text="\n" * 4000, what="busybox oldconfig")
+    make = ["make", "-C", str(build), f"CROSS_COMPILE={compiler.cross_compile}"]
+    run_logged(make + [f"-j{jobs()}", "busybox"], log, what="busybox build")
+    run_logged(make + ["busybox.links"], log, what="busybox links")
+    applets = (build / "busybox.links").read_text().split()
+    return build / "busybox", applets
+
+
+def _autotools_tree(src: Path, build: Path) -> None:
+    # These sources build in their own tree only: copy so the cached source stays pristine.
+    shutil.copytree(src, build, symlinks=True)
+
+
+def _build_dropbear(lab: Lab, src: Path, build: Path, compiler: Compiler, log: Path) -> Path:
+    _autotools_tree(src, build)
+    shutil.copy(lab.images_dir / "dropbear_localoptions.h", build / "localoptions.h")
+    run_logged(["./configure", f"--host={compiler.triple}", "--enable-static", "--disable-zlib",
+                "--enable-bundled-libtom", "--disable-lastlog", "--disable-utmp", "--disable-utmpx",
+                "--disable-wtmp", "--disable-wtmpx", "--disable-pututline", "--disable-pututxline"],
+               log, cwd=build, what="dropbear configure")
+    run_logged(["make", f"-j{jobs()}", "PROGRAMS=dropbear", "STATIC=1"], log, cwd=build, what="dropbear build")
+    return build / "dropbear"
+
+
+def _build_sftp_server(src: Path, build: Path, compiler: Compiler, log: Path) -> Path:
+    """OpenSSH's sftp-server only, without OpenSSL (it needs none), so Fabric's put works."""
+    _autotools_tree(src, build)
+    run_logged(["./configure", f"--host={compiler.triple}", "--without-openssl", "--without-zlib",
+                "--without-pam", "--without-selinux", "--without-kerberos5", "--without-libedit",
+                "--disable-lastlog", "--disable-utmp", "--disable-wtmp", "--with-ldflags=-static"],
+               log, cwd=build, what="openssh configure")
+    run_logged(["make", f"-j{jobs()}", "sftp-server"], log, cwd=build, what="sftp-server build")
+    return build / "sftp-server"
+
+
+def _boot_initrd_entry(image_key_: str, client_public_key: str) -> Entry:
+    return Entry("boot-initrds", content_key(image_key_, client_public_key))
+
+
+def planned_initrd(lab: Lab, arch: Arch, client_public_key: str) -> Path | None:
+    """Where the boot initrd of `arch` is (or will be), without building; None if unknown yet."""
+    sources = {pkg: debian_source(pkg, fetch=False) for pkg in SOURCE_PACKAGES}
+    if None in sources.values():
+        return None
+    key = image_key(lab, compiler_for(arch), sources)
+    return _boot_initrd_entry(key, client_public_key).path / "initrd.cpio.gz"
+
+
+def built_image(lab: Lab, arch: Arch) -> Path | None:
+    """The cached base image of `arch`, if built."""
+    sources = {pkg: debian_source(pkg, fetch=False) for pkg in SOURCE_PACKAGES}
+    if None in sources.values():
+        return None
+    entry = Entry("images", image_key(lab, compiler_for(arch), sources))
+    return entry.path / "initramfs.cpio.gz" if entry.meta() else None
+
+
+def boot_initrd(image: ImageArtifact, client_public_key: str) -> Path:
+    """The image plus a tiny archive that authorizes the lab's client key; cached."""
+    entry = _boot_initrd_entry(image.key, client_public_key)
+    with entry.lock():
+        if entry.meta() is None:
+            overlay = CpioWriter()
+            overlay.directory("root/.ssh", 0o700)
+            overlay.file("root/.ssh/authorized_keys", (client_public_key.strip() + "\n").encode(), 0o600)
+            with entry.building() as work:
+                with (work / "initrd.cpio.gz").open("wb") as out:
+                    out.write(image.initramfs.read_bytes())
+                    out.write(overlay.gzipped())
+                entry.publish(work, {"image": image.key})
+    return entry.path / "initrd.cpio.gz"

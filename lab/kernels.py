@@ -1,0 +1,181 @@
+"""Kernel builds: tinyconfig + config fragments, cross-compiled, cached by content hash."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from lab.buildlog import first_error_line, jobs, run_logged
+from lab.cache import Entry, content_key, file_digest
+from lab.config import Arch, KernelSource, Lab
+from lab.errors import BuildError, MissingToolError
+from lab.toolchain import Compiler, compiler_for, require_tool
+
+# Bump when the build procedure changes in a way that changes its output.
+RECIPE_VERSION = "1"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class KernelArtifact:
+    arch: str
+    kernel: str
+    key: str
+    image: Path
+    config: Path
+    log: Path
+    version: str  # `make kernelrelease`
+
+
+def _fragments(lab: Lab, arch: Arch) -> list[Path]:
+    return [lab.kernel_fragments_dir / "common.config", lab.kernel_fragments_dir / arch.kernel.fragment]
+
+
+def _tarball(source: KernelSource) -> Path:
+    path = Path(source.tarball)
+    if not path.is_file():
+        raise MissingToolError(f"kernel source {path} (kernel {source.name})", source.package)
+    return path
+
+
+def kernel_key(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler) -> str:
+    return content_key(
+        RECIPE_VERSION,
+        file_digest(_tarball(source)),
+        *(p.read_bytes() for p in _fragments(lab, arch)),
+        arch.kernel.make_arch, arch.kernel.image_target, arch.kernel.image_path,
+        compiler.version,
+    )
+
+
+def parse_fragment(text: str) -> dict[str, str]:
+    """CONFIG_X=val and '# CONFIG_X is not set' (value 'n') lines of a config fragment."""
+    wanted: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if m := re.fullmatch(r"(CONFIG_\w+)=(.*)", line):
+            wanted[m.group(1)] = m.group(2)
+        elif m := re.fullmatch(r"# (CONFIG_\w+) is not set", line):
+            wanted[m.group(1)] = "n"
+    return wanted
+
+
+def merge_fragments(base_config: str, wanted: dict[str, str]) -> str:
+    """Replace every symbol named in `wanted` in a .config by the wanted value."""
+    kept = [
+        line for line in base_config.splitlines()
+        if not (m := re.match(r"(?:# )?(CONFIG_\w+)[= ]", line)) or m.group(1) not in wanted
+    ]
+    added = [f"# {sym} is not set" if val == "n" else f"{sym}={val}" for sym, val in wanted.items()]
+    return "\n".join(kept + added) + "\n"
+
+
+def unmet_options(final_config: str, wanted: dict[str, str]) -> list[str]:
+    """Options of the fragments that olddefconfig did not keep (a dependency is missing)."""
+    actual = parse_fragment(final_config)
+    return [
+        f"{sym}={val}" if val != "n" else f"# {sym} is not set"
+        for sym, val in wanted.items()
+        if actual.get(sym, "n") != val
+    ]
+
+
+def _source_tree(source: KernelSource, progress: Progress) -> Path:
+    """The unpacked kernel tarball, shared by every arch that builds this source."""
+    tarball = _tarball(source)
+    entry = Entry("kernel-sources", file_digest(tarball)[:20])
+    with entry.lock():
+        if entry.meta() is None:
+            progress(f"unpacking {tarball}")
+            with entry.building() as work:
+                run_logged(["tar", "-xf", str(tarball), "-C", str(work), "--strip-components=1"],
+                           work / "unpack.log", what=f"unpacking {tarball}")
+                entry.publish(work, {"tarball": str(tarball)})
+    return entry.path
+
+
+def ensure_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Progress = lambda _: None) -> KernelArtifact:
+    """The built kernel for (arch, source): from the cache, or built now.
+
+    A build that failed with a compiler error is cached as failed too (the same
+    inputs fail the same way), and raises BuildError with that first error line.
+    """
+    require_tool("make", "make")
+    require_tool("bc", "bc")
+    require_tool("flex", "flex")
+    require_tool("bison", "bison")
+    compiler = compiler_for(arch)
+    entry = kernel_entry(lab, arch, source)
+    key = entry.key
+    with entry.lock():
+        meta = entry.meta()
+        if meta is None:
+            meta = _build(lab, arch, source, compiler, entry, progress)
+    if not meta["ok"]:
+        raise BuildError(f"kernel {source.name} for {arch.name} failed to build: {meta['error']} "
+                         f"(log: {entry.path / 'build.log'})")
+    return KernelArtifact(arch=arch.name, kernel=source.name, key=key, image=entry.path / "image",
+                          config=entry.path / "config", log=entry.path / "build.log", version=meta["version"])
+
+
+def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, entry: Entry, progress: Progress) -> dict:
+    tree = _source_tree(source, progress)
+    what = f"kernel {source.name} for {arch.name}"
+    # The log lives beside the entry while building, so a failure can name it.
+    log = entry.path.parent / f"{entry.key}.build.log"
+    log.unlink(missing_ok=True)
+    with entry.building() as work:
+        build = work / "build"
+        build.mkdir()
+        make = ["make", "-C", str(tree), f"O={build}", f"ARCH={arch.kernel.make_arch}",
+                f"CROSS_COMPILE={compiler.cross_compile}", f"-j{jobs()}"]
+        started = time.monotonic()
+        progress(f"building {what} (log: {log})")
+        compiling = False  # only a failure of the image build itself is deterministic
+        try:
+            run_logged(make + ["tinyconfig"], log, what=f"{what}: make tinyconfig")
+            wanted: dict[str, str] = {}
+            for fragment in _fragments(lab, arch):
+                wanted.update(parse_fragment(fragment.read_text()))
+            dot_config = build / ".config"
+            dot_config.write_text(merge_fragments(dot_config.read_text(), wanted))
+            run_logged(make + ["olddefconfig"], log, what=f"{what}: make olddefconfig")
+            unmet = unmet_options(dot_config.read_text(), wanted)
+            if unmet:
+                raise BuildError(f"{what}: config options did not take effect (unmet dependencies?): "
+                                 f"{', '.join(unmet)} (config: {dot_config}; log: {log})")
+            compiling = True
+            run_logged(make + [arch.kernel.image_target], log, what=f"{what}: make {arch.kernel.image_target}")
+        except BuildError:
+            error = first_error_line(log.read_text(errors="replace")) if compiling else None
+            if error is None or "***" in error:
+                raise  # not a compiler failure of the kernel itself: show it, do not cache it
+            # A compiler error is deterministic for these inputs: cache the failure.
+            result = work / "result"
+            result.mkdir()
+            shutil.move(log, result / "build.log")
+            shutil.copy(dot_config, result / "config")
+            meta = {"ok": False, "error": error, "seconds": round(time.monotonic() - started, 1)}
+            entry.publish(result, meta)
+            return meta
+        release = (build / "include" / "config" / "kernel.release").read_text().strip()
+        result = work / "result"
+        result.mkdir()
+        shutil.copy(build / arch.kernel.image_path, result / "image")
+        shutil.copy(build / ".config", result / "config")
+        shutil.move(log, result / "build.log")
+        meta = {"ok": True, "version": release, "arch": arch.name, "kernel": source.name,
+                "compiler": compiler.version, "seconds": round(time.monotonic() - started, 1)}
+        entry.publish(result, meta)
+        progress(f"built {what}: {release} in {meta['seconds']} s")
+        return meta
+
+
+def kernel_entry(lab: Lab, arch: Arch, source: KernelSource) -> Entry:
+    """The cache entry of a kernel, built or not (no building here)."""
+    return Entry("kernels", kernel_key(lab, arch, source, compiler_for(arch)))

@@ -1,0 +1,130 @@
+"""QEMU: a pure argv builder, and the lifecycle of one QEMU process.
+
+Every QEMU the lab starts runs in its own session (pexpect gives it a pty and
+makes it a session leader), is registered in a process-wide table, and is
+killed by process group on stop, on error and on signals: no orphans.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pexpect
+
+from lab.config import Arch
+from lab.console import Console
+from lab.errors import BootError
+
+ACCELERATORS = ("tcg", "kvm")
+
+# QEMU exiting within this time after start is a setup failure (bad option,
+# port taken, missing file), not a guest problem.
+EARLY_EXIT_S = 0.5
+
+
+def qemu_argv(arch: Arch, *, kernel: Path, initrd: Path, ssh_port: int, accel: str = "tcg",
+              binary: str | None = None) -> list[str]:
+    """The QEMU command line for one guest of `arch`. Pure: no I/O, no environment."""
+    q = arch.qemu
+    argv = [binary or q.binary]
+    if q.machine:
+        argv += ["-machine", q.machine]
+    argv += ["-accel", accel]
+    if q.cpu:
+        argv += ["-cpu", q.cpu]
+    argv += ["-m", str(q.memory_mib), "-smp", str(q.smp)]
+    if q.bios:
+        argv += ["-bios", q.bios]
+    # The serial console is our stdio (a pty from pexpect); no monitor on it, so
+    # guest output can never be taken for monitor commands and vice versa.
+    argv += ["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"]
+    # panic=-1: reboot at once on panic, which -no-reboot turns into QEMU exiting.
+    append = [f"console={q.console}", "panic=-1", *q.append]
+    argv += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", " ".join(append)]
+    # The SSH port listens on loopback only.
+    argv += ["-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22", "-device", f"{q.nic},netdev=n0"]
+    if q.rng:
+        argv += ["-device", q.rng]
+    argv += list(q.extra_args)
+    return argv
+
+
+_live: set["QemuProcess"] = set()
+_live_lock = threading.Lock()
+
+
+def kill_all() -> int:
+    """Kill every QEMU this process started and has not reaped; returns how many."""
+    with _live_lock:
+        procs = list(_live)
+    for proc in procs:
+        proc.kill()
+    return len(procs)
+
+
+class QemuProcess:
+    """One running QEMU with its console followed into a log file."""
+
+    def __init__(self, argv: list[str], console_log: Path):
+        self.argv = argv
+        self.console_log = console_log
+        self.child: pexpect.spawn | None = None
+        self.console: Console | None = None
+        self.started_at = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid if self.child else None
+
+    def start(self) -> Console:
+        """Start QEMU; raise BootError if it exits at once (with what it printed)."""
+        self.started_at = time.monotonic()
+        with _live_lock:
+            try:
+                self.child = pexpect.spawn(self.argv[0], self.argv[1:], timeout=None, echo=False,
+                                           env={**os.environ, "LC_ALL": "C"})
+            except pexpect.ExceptionPexpect as exc:
+                raise BootError(f"could not start {self.argv[0]}: {exc}") from None
+            _live.add(self)
+        self.console = Console(self.child, self.console_log)
+        if self.console.wait_eof(EARLY_EXIT_S):
+            self.kill()
+            out = self.console.text().strip().splitlines()
+            raise BootError(f"{os.path.basename(self.argv[0])} exited at once: "
+                            f"{out[-1] if out else 'no output'}")
+        return self.console
+
+    def wait_exit(self, timeout_s: float) -> bool:
+        """Wait for QEMU to end by itself (e.g. after the guest powered off)."""
+        return self.console is not None and self.console.wait_eof(timeout_s)
+
+    def kill(self) -> None:
+        """Kill QEMU's whole process group and reap it. Safe to call more than once."""
+        child = self.child
+        if child is None:
+            return
+        try:
+            # isalive() reaps an exited QEMU, so a stale pid is never signalled.
+            if child.isalive():
+                os.killpg(child.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, pexpect.ExceptionPexpect):
+            pass
+        if self.console:
+            self.console.wait_eof(5.0)
+            self.console.stop()
+        try:
+            child.close(force=True)
+        except pexpect.ExceptionPexpect:
+            pass
+        with _live_lock:
+            _live.discard(self)
+
+    def __enter__(self) -> "QemuProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()

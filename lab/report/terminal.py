@@ -1,0 +1,33 @@
+"""The matrix as plain text for the terminal, with a line per cell that needs a look."""
+
+from __future__ import annotations
+
+from lab.report.matrix import Matrix
+
+NOT_RUN = "-"
+
+
+def render_text(matrix: Matrix) -> str:
+    header = ["testcase"] + [f"{a} / {k}" for a, k in matrix.columns]
+    rows = []
+    for case in matrix.rows:
+        row = [case]
+        for arch, kernel in matrix.columns:
+            cell = matrix.cell(arch, kernel, case)
+            row.append(cell.status if cell else NOT_RUN)
+        rows.append(row)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cols: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |"
+
+    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in rows]
+    notes = [c for c in matrix.ordered_cells() if c.status != "PASS"]
+    if notes:
+        out.append("")
+        out += [f"{c.arch}/{c.kernel} {c.testcase}: {c.status}: {c.message}" for c in notes]
+    warned = [c for c in matrix.ordered_cells() if c.kernel_messages]
+    for c in warned:
+        out.append(f"{c.arch}/{c.kernel} {c.testcase}: kernel said: {c.kernel_messages[0]}")
+    return "\n".join(out)

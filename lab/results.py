@@ -1,0 +1,101 @@
+"""Cell results and the run journal.
+
+Each finished cell is appended to journal.jsonl, flushed and fsynced, before
+the next one is reported: a run killed at any point keeps every cell it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# ERROR: the lab could not get an answer (build, boot, SSH, push, guest crash).
+STATUSES = ("PASS", "FAIL", "SKIP", "ERROR", "TIMEOUT")
+
+# kselftest exit codes; anything else means the test could not judge: ERROR.
+EXIT_STATUS = {0: "PASS", 1: "FAIL", 4: "SKIP"}
+
+
+@dataclass
+class CellResult:
+    arch: str
+    kernel: str
+    testcase: str
+    status: str
+    message: str
+    exit_code: int | None = None
+    duration_s: float = 0.0
+    kernel_version: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    console: str = ""  # what the console printed while the test ran
+    kernel_messages: list[str] = field(default_factory=list)
+    logs: dict[str, str] = field(default_factory=dict)  # name -> path relative to the run dir
+    timings: dict[str, float] = field(default_factory=dict)  # seconds since QEMU start
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status {self.status!r}")
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.arch, self.kernel, self.testcase)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CellResult":
+        return cls(**data)
+
+
+def status_for_exit(exit_code: int | None) -> str:
+    if exit_code is None:
+        return "TIMEOUT"
+    return EXIT_STATUS.get(exit_code, "ERROR")
+
+
+def run_exit_code(cells: list[CellResult]) -> int:
+    """0: nothing failed; 1: a test FAILed or TIMEOUTed; 2: the lab could not answer (ERROR)."""
+    statuses = {c.status for c in cells}
+    if "ERROR" in statuses:
+        return 2
+    if statuses & {"FAIL", "TIMEOUT"}:
+        return 1
+    return 0
+
+
+class Journal:
+    """Append-only JSON lines, one finished cell each."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, cell: CellResult) -> None:
+        line = json.dumps(cell.to_dict(), sort_keys=True) + "\n"
+        with self._lock, self.path.open("a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    @staticmethod
+    def read(path: Path) -> list[CellResult]:
+        """All complete records; a truncated last line (a crash mid-write) is skipped with a warning."""
+        cells: list[CellResult] = []
+        if not path.exists():
+            return cells
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                cells.append(CellResult.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, TypeError, ValueError) as exc:
+                print(f"warning: {path}:{number}: ignoring an unreadable journal line ({exc})", file=sys.stderr)
+        return cells

@@ -1,0 +1,329 @@
+"""Run a plan: build what is missing, then one job per (arch, kernel), N at a time.
+
+A job boots one guest and runs its testcases in it. A testcase that leaves the
+guest unhealthy (timeout, lost SSH, crash) ends that boot; the job's remaining
+testcases get a fresh guest. Every finished cell goes to the journal at once.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from lab.config import Arch, KernelSource, Lab, Testcase
+from lab.console import BootState, kernel_problems, panic_line, tail
+from lab.errors import BootError, BuildError, InfraError
+from lab.images import boot_initrd, ensure_image
+from lab.kernels import KernelArtifact, ensure_kernel
+from lab.qemu import QemuProcess, qemu_argv
+from lab.remote import Remote, client_key, wait_for_banner
+from lab.results import CellResult, Journal, status_for_exit
+from lab.testcases import TestcaseBinary, ensure_testcase
+from lab.toolchain import qemu_binary
+
+Progress = Callable[[str], None]
+
+GUEST_DIR = "/tmp"
+POWEROFF_WAIT_S = 15.0
+
+
+@dataclass(frozen=True)
+class Job:
+    arch: Arch
+    kernel: KernelSource
+    testcases: tuple[Testcase, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch.name}/{self.kernel.name}"
+
+
+def plan_jobs(lab: Lab, arches: list[str], kernels: list[str], tests: list[str]) -> list[Job]:
+    cases = tuple(lab.testcases[t] for t in tests)
+    return [Job(lab.arches[a], lab.kernels[k], cases) for a in arches for k in kernels]
+
+
+@dataclass
+class Artifacts:
+    """What one job boots and pushes; a build error instead where a build failed."""
+
+    kernel: KernelArtifact | None = None
+    initrd: Path | None = None
+    host_key: str = ""
+    binaries: dict[str, TestcaseBinary] = field(default_factory=dict)
+    error: str | None = None  # kernel or image build failed: every cell of the job is ERROR
+    case_errors: dict[str, str] = field(default_factory=dict)  # a testcase failed to compile
+
+
+def prepare(lab: Lab, jobs: list[Job], progress: Progress) -> dict[str, Artifacts]:
+    """Build (or find in the cache) every kernel, image and testcase binary the jobs need.
+
+    A build failure is recorded on the jobs it affects; other jobs are unaffected.
+    """
+    _, public_key = client_key()
+    images: dict[str, tuple[Path, str] | str] = {}
+    binaries: dict[tuple[str, str], TestcaseBinary | str] = {}
+    prepared: dict[str, Artifacts] = {}
+    for job in jobs:
+        arch = job.arch
+        if arch.name not in images:
+            try:
+                image = ensure_image(lab, arch, progress)
+                images[arch.name] = (boot_initrd(image, public_key), image.host_key)
+            except BuildError as exc:
+                images[arch.name] = str(exc)
+        for case in job.testcases:
+            if (arch.name, case.name) not in binaries:
+                try:
+                    binaries[arch.name, case.name] = ensure_testcase(lab, arch, case)
+                except BuildError as exc:
+                    binaries[arch.name, case.name] = str(exc)
+        art = Artifacts()
+        image_or_error = images[arch.name]
+        if isinstance(image_or_error, str):
+            art.error = image_or_error
+        else:
+            art.initrd, art.host_key = image_or_error
+        try:
+            art.kernel = ensure_kernel(lab, arch, job.kernel, progress)
+        except BuildError as exc:
+            art.error = art.error or str(exc)
+        for case in job.testcases:
+            built = binaries[arch.name, case.name]
+            if isinstance(built, str):
+                art.case_errors[case.name] = built
+            else:
+                art.binaries[case.name] = built
+        prepared[job.name] = art
+    return prepared
+
+
+class PortAllocator:
+    """Loopback ports for guests' SSH forwards, never the same one twice in a run."""
+
+    def __init__(self) -> None:
+        self._given: set[int] = set()
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            while True:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", 0))
+                    port = sock.getsockname()[1]
+                if port not in self._given:
+                    self._given.add(port)
+                    return port
+
+
+@dataclass
+class Guest:
+    qemu: QemuProcess
+    remote: Remote
+    poweroff: tuple[str, ...]
+    ready_s: float
+    ssh_s: float
+
+    @property
+    def console(self):
+        return self.qemu.console
+
+    def since_start(self) -> float:
+        return time.monotonic() - self.qemu.started_at
+
+    def shutdown(self) -> None:
+        """Power off cleanly if possible; kill QEMU's process group if it lingers."""
+        try:
+            if not self.console.eof:
+                self.remote.start_detached(list(self.poweroff))
+            self.remote.close()
+            self.qemu.wait_exit(POWEROFF_WAIT_S)
+        finally:
+            self.qemu.kill()
+
+
+class Runner:
+    def __init__(self, lab: Lab, out_dir: Path, journal: Journal, *, accel: str = "tcg",
+                 progress: Progress = lambda _: None):
+        self.lab = lab
+        self.out_dir = out_dir
+        self.journal = journal
+        self.accel = accel
+        self.progress = progress
+        self.stop = threading.Event()
+        self.ports = PortAllocator()
+        self.client_key, _ = client_key()
+        self._cells: list[CellResult] = []
+        self._lock = threading.Lock()
+
+    # --- the run -------------------------------------------------------------------
+
+    def run(self, jobs: list[Job], artifacts: dict[str, Artifacts], parallel: int) -> list[CellResult]:
+        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="job") as pool:
+            futures = [pool.submit(self.run_job, job, artifacts[job.name]) for job in jobs]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                self.stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        return list(self._cells)
+
+    def record(self, cell: CellResult) -> None:
+        if self.stop.is_set():
+            return  # an interrupted cell is not a result; a resumed run would run it again
+        self.journal.append(cell)
+        with self._lock:
+            self._cells.append(cell)
+        detail = f": {cell.message}" if cell.status != "PASS" else ""
+        self.progress(f"{cell.arch}/{cell.kernel} {cell.testcase}: {cell.status} ({cell.duration_s:.1f} s){detail}")
+
+    def run_job(self, job: Job, art: Artifacts) -> None:
+        log_dir = self.out_dir / "logs" / job.arch.name / job.kernel.name
+        log_dir.mkdir(parents=True, exist_ok=True)
+        version = art.kernel.version if art.kernel else ""
+        if art.error:
+            for case in job.testcases:
+                self.record(CellResult(job.arch.name, job.kernel.name, case.name, "ERROR", art.error,
+                                       kernel_version=version))
+            return
+        pending = list(job.testcases)
+        boots = 0
+        while pending and not self.stop.is_set():
+            boots += 1
+            console_log = log_dir / ("console.log" if boots == 1 else f"console-{boots}.log")
+            try:
+                guest = self.start_guest(job, art, console_log)
+            except InfraError as exc:
+                console = tail(console_log.read_text(errors="replace"), 40) if console_log.exists() else ""
+                for case in pending:
+                    self.record(CellResult(job.arch.name, job.kernel.name, case.name, "ERROR", str(exc),
+                                           kernel_version=version, console=console,
+                                           logs={"console": self._rel(console_log)}))
+                return
+            try:
+                while pending and not self.stop.is_set():
+                    case = pending.pop(0)
+                    cell, healthy = self.run_cell(job, art, guest, case, log_dir, console_log)
+                    self.record(cell)
+                    if not healthy:
+                        break
+            finally:
+                guest.shutdown()
+
+    # --- one guest ------------------------------------------------------------------
+
+    def start_guest(self, job: Job, art: Artifacts, console_log: Path) -> Guest:
+        arch = job.arch
+        binary = qemu_binary(arch)
+        for attempt in range(3):
+            port = self.ports.take()
+            argv = qemu_argv(arch, kernel=art.kernel.image, initrd=art.initrd, ssh_port=port,
+                             accel=self.accel, binary=binary)
+            qemu = QemuProcess(argv, console_log)
+            try:
+                console = qemu.start()
+                break
+            except BootError as exc:
+                # Another process took the port between our check and QEMU's bind.
+                if "hostfwd" in str(exc) or "host forwarding" in str(exc):
+                    if attempt < 2:
+                        continue
+                raise
+        try:
+            state, line = console.wait_boot(arch.guest.boot_timeout_s)
+            if state is BootState.BOOTING:
+                raise BootError(f"guest not ready within {arch.guest.boot_timeout_s:.0f} s "
+                                f"(last console line: {_last_line(console.text())})")
+            if state is not BootState.READY:
+                raise BootError(f"guest did not boot: {line}")
+            ready_s = time.monotonic() - qemu.started_at
+            wait_for_banner(port, arch.guest.ssh_timeout_s)
+            remote = Remote(port, art.host_key, self.client_key, timeout_s=arch.guest.ssh_timeout_s)
+            remote.connect()
+            ssh_s = time.monotonic() - qemu.started_at
+        except BaseException:
+            qemu.kill()
+            raise
+        self.progress(f"{job.name}: guest up (ready {ready_s:.1f} s, SSH {ssh_s:.1f} s after QEMU start)")
+        return Guest(qemu, remote, arch.guest.poweroff, ready_s, ssh_s)
+
+    def run_cell(self, job: Job, art: Artifacts, guest: Guest, case: Testcase, log_dir: Path,
+                 console_log: Path) -> tuple[CellResult, bool]:
+        """Push and run one testcase; returns the cell and whether the guest is still usable."""
+        cell = CellResult(job.arch.name, job.kernel.name, case.name, "ERROR", "",
+                          kernel_version=art.kernel.version,
+                          timings={"ready_s": round(guest.ready_s, 3), "ssh_s": round(guest.ssh_s, 3)})
+        cell.logs["console"] = self._rel(console_log)
+        if case.name in art.case_errors:
+            cell.message = art.case_errors[case.name]
+            return cell, True
+        binary = art.binaries[case.name]
+        offset = guest.console.offset()
+        started = time.monotonic()
+        healthy = True
+        try:
+            remote_path = f"{GUEST_DIR}/{case.name}"
+            guest.remote.push(binary.path, remote_path, binary.sha256)
+            result = guest.remote.run([remote_path], timeout_s=case.timeout_s)
+        except InfraError as exc:
+            cell.message = str(exc)
+            healthy = False
+            result = None
+        cell.duration_s = round(time.monotonic() - started, 3)
+        cell.timings["test_done_s"] = round(guest.since_start(), 3)
+        console_text = guest.console.text(offset)
+        cell.console = console_text
+        cell.kernel_messages = kernel_problems(console_text)
+        if result is not None:
+            cell.exit_code = result.exit_code
+            cell.stdout, cell.stderr = result.stdout, result.stderr
+            cell.status = status_for_exit(result.exit_code)
+            cell.message = _summary(cell.status, result.exit_code, result.stdout, case.timeout_s)
+            if result.timed_out:
+                healthy = False  # the test may still be running: the next one gets a fresh guest
+        state, line = _crash(console_text, guest)
+        if state:
+            # The guest crashed under the test: no answer from the test can be trusted.
+            cell.status, cell.message, healthy = "ERROR", f"guest crashed during the test: {line}", False
+        case_dir = log_dir / case.name
+        case_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in (("stdout", cell.stdout), ("stderr", cell.stderr), ("console", console_text)):
+            (case_dir / f"{name}.txt").write_text(text, encoding="utf-8", errors="replace")
+            cell.logs[f"test_{name}"] = self._rel(case_dir / f"{name}.txt")
+        return cell, healthy
+
+    def _rel(self, path: Path) -> str:
+        return str(path.relative_to(self.out_dir))
+
+
+def _crash(console_text: str, guest: Guest) -> tuple[bool, str]:
+    panic = panic_line(console_text)
+    if panic:
+        return True, panic
+    if guest.console.eof:
+        return True, "QEMU exited"
+    return False, ""
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no console output"
+
+
+def _summary(status: str, exit_code: int | None, stdout: str, timeout_s: float) -> str:
+    """One line for reports: the test's own verdict line if it printed one."""
+    if status == "TIMEOUT":
+        return f"no result within {timeout_s:.0f} s"
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    verdicts = [line for line in lines if line.split(":")[0] in ("PASS", "FAIL", "SKIP", "ERROR")]
+    line = verdicts[-1] if verdicts else (lines[-1] if lines else "no output")
+    if status == "ERROR":
+        return f"exit code {exit_code}: {line}"
+    return line

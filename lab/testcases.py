@@ -1,0 +1,37 @@
+"""Testcases: C sources cross-compiled statically per arch, cached by content hash."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.buildlog import run_logged
+from lab.cache import Entry, content_key, sha256_file
+from lab.config import Arch, Lab, Testcase
+from lab.toolchain import compiler_for
+
+# 64-bit file offsets so pagemap offsets do not overflow on 32-bit guests.
+CFLAGS = ("-static", "-O2", "-Wall", "-Wextra", "-D_FILE_OFFSET_BITS=64", "-pthread")
+
+
+@dataclass(frozen=True)
+class TestcaseBinary:
+    name: str
+    path: Path
+    sha256: str
+
+
+def ensure_testcase(lab: Lab, arch: Arch, case: Testcase) -> TestcaseBinary:
+    compiler = compiler_for(arch)
+    source = lab.testcases_dir / case.source
+    entry = Entry("testcases", content_key(source.read_bytes(), *CFLAGS, compiler.version))
+    with entry.lock():
+        if entry.meta() is None:
+            with entry.building() as work:
+                log = work / "build.log"
+                run_logged([compiler.gcc, *CFLAGS, "-o", str(work / case.name), str(source)], log,
+                           what=f"compiling testcase {case.name} for {arch.name}")
+                entry.publish(work, {"testcase": case.name, "arch": arch.name, "compiler": compiler.version,
+                                     "sha256": sha256_file(work / case.name)})
+        meta = entry.meta()
+    return TestcaseBinary(name=case.name, path=entry.path / case.name, sha256=meta["sha256"])
