@@ -173,14 +173,14 @@ def _from_table(cls, table: dict, where: str, **given):
     return cls(**values)
 
 
-def _read_toml(path: Path) -> dict:
+def _read_toml(path: Path, root: Path) -> dict:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
+        raise ConfigError(f"{_rel(path, root)}: file not found") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+        raise ConfigError(f"{_rel(path, root)}: malformed TOML: {exc}") from None
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -194,7 +194,7 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def load_arch(path: Path, root: Path) -> Arch:
-    arch = _from_table(Arch, _read_toml(path), _rel(path, root), name=path.stem)
+    arch = _from_table(Arch, _read_toml(path, root), _rel(path, root), name=path.stem)
     fragment = root / "configs" / "kernel" / arch.kernel.fragment
     if not fragment.is_file():
         raise ConfigError(f"{_rel(path, root)}: kernel.fragment: {fragment} does not exist")
@@ -203,7 +203,7 @@ def load_arch(path: Path, root: Path) -> Arch:
 
 def load_testcase(path: Path, root: Path) -> Testcase:
     where = _rel(path, root)
-    case = _from_table(Testcase, _read_toml(path), where, name=path.stem)
+    case = _from_table(Testcase, _read_toml(path, root), where, name=path.stem)
     bad = [n for n in case.needs if n not in ALLOWED_NEEDS]
     if bad:
         raise ConfigError(f"{where}.needs: {bad[0]!r} is not one of {', '.join(ALLOWED_NEEDS)}")
@@ -217,7 +217,7 @@ def load_lab(root: Path | None = None) -> Lab:
     root = Path(root or os.environ.get("LAB_ROOT") or REPO_ROOT)
     lab_toml = root / "configs" / "lab.toml"
     where = _rel(lab_toml, root)
-    data = _read_toml(lab_toml)
+    data = _read_toml(lab_toml, root)
     unknown = sorted(set(data) - {"plan", "kernels"})
     if unknown:
         raise ConfigError(f"{where}: unknown table '{unknown[0]}' (allowed: plan, kernels)")
@@ -231,14 +231,14 @@ def load_lab(root: Path | None = None) -> Lab:
     arches = {p.stem: load_arch(p, root) for p in sorted((root / "configs" / "arches").glob("*.toml"))}
     testcases = {p.stem: load_testcase(p, root) for p in sorted((root / "testcases").glob("*.toml"))}
     plan = _from_table(Plan, data.get("plan", {}), f"{where}: plan")
-    for label, names, known in (
-        ("arches", plan.arches, arches),
-        ("kernels", plan.kernels, kernels),
-        ("testcases", plan.testcases, testcases),
+    for label, kind, names, known in (
+        ("arches", "arch", plan.arches, arches),
+        ("kernels", "kernel", plan.kernels, kernels),
+        ("testcases", "testcase", plan.testcases, testcases),
     ):
         for name in names:
             if name not in known:
-                raise ConfigError(f"{where}: plan.{label}: unknown {label[:-1]} {name!r} (known: {', '.join(known)})")
+                raise ConfigError(f"{where}: plan.{label}: unknown {kind} {name!r} (known: {', '.join(known)})")
     return Lab(root=root, arches=arches, kernels=kernels, testcases=testcases, plan=plan)
 
 

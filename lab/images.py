@@ -147,6 +147,8 @@ def _build_dropbear(lab: Lab, src: Path, build: Path, compiler: Compiler, log: P
 def _build_sftp_server(src: Path, build: Path, compiler: Compiler, log: Path) -> Path:
     """OpenSSH's sftp-server only, without OpenSSL (it needs none), so Fabric's put works."""
     _autotools_tree(src, build)
+    # Debian's patches touch configure.ac, and configure refuses to run when it is older.
+    run_logged(["autoreconf"], log, cwd=build, what="openssh autoreconf")
     run_logged(["./configure", f"--host={compiler.triple}", "--without-openssl", "--without-zlib",
                 "--without-pam", "--without-selinux", "--without-kerberos5", "--without-libedit",
                 "--disable-lastlog", "--disable-utmp", "--disable-wtmp", "--with-ldflags=-static"],

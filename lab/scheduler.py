@@ -77,12 +77,14 @@ def prepare(lab: Lab, jobs: list[Job], progress: Progress) -> dict[str, Artifact
                 images[arch.name] = (boot_initrd(image, public_key), image.host_key)
             except BuildError as exc:
                 images[arch.name] = str(exc)
+                progress(f"ERROR: {exc}")
         for case in job.testcases:
             if (arch.name, case.name) not in binaries:
                 try:
                     binaries[arch.name, case.name] = ensure_testcase(lab, arch, case)
                 except BuildError as exc:
                     binaries[arch.name, case.name] = str(exc)
+                    progress(f"ERROR: {exc}")
         art = Artifacts()
         image_or_error = images[arch.name]
         if isinstance(image_or_error, str):
@@ -93,6 +95,7 @@ def prepare(lab: Lab, jobs: list[Job], progress: Progress) -> dict[str, Artifact
             art.kernel = ensure_kernel(lab, arch, job.kernel, progress)
         except BuildError as exc:
             art.error = art.error or str(exc)
+            progress(f"ERROR: {exc}")
         for case in job.testcases:
             built = binaries[arch.name, case.name]
             if isinstance(built, str):

@@ -8,6 +8,7 @@ from pathlib import Path
 from lab.buildlog import run_logged
 from lab.cache import Entry, content_key, sha256_file
 from lab.config import Arch, Lab, Testcase
+from lab.errors import BuildError
 from lab.toolchain import compiler_for
 
 # 64-bit file offsets so pagemap offsets do not overflow on 32-bit guests.
@@ -29,8 +30,10 @@ def ensure_testcase(lab: Lab, arch: Arch, case: Testcase) -> TestcaseBinary:
         if entry.meta() is None:
             with entry.building() as work:
                 log = work / "build.log"
-                run_logged([compiler.gcc, *CFLAGS, "-o", str(work / case.name), str(source)], log,
-                           what=f"compiling testcase {case.name} for {arch.name}")
+                what = f"compiling testcase {case.name} for {arch.name}"
+                run_logged([compiler.gcc, *CFLAGS, "-o", str(work / case.name), str(source)], log, what=what)
+                if not (work / case.name).is_file():
+                    raise BuildError(f"{what}: {compiler.gcc} exited 0 but wrote no binary (log: {log})")
                 entry.publish(work, {"testcase": case.name, "arch": arch.name, "compiler": compiler.version,
                                      "sha256": sha256_file(work / case.name)})
         meta = entry.meta()

@@ -1,0 +1,21 @@
+# qemu-lab tasks. On a machine without `just`, run them as ./just <recipe>.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+python := ".venv/bin/python"
+
+# Build everything that is missing, boot, test and print the matrix (default plan).
+run *ARGS: setup
+    .venv/bin/lab run {{ARGS}}
+
+# Unit tests and the real-QEMU integration tests.
+test *ARGS: setup
+    {{python}} -m pytest -v -ra tests {{ARGS}}
+
+# Per-cell timings (QEMU start -> ready -> SSH -> test done) and total wall time.
+bench *ARGS: setup
+    {{python}} -m lab.bench {{ARGS}}
+
+# Host packages (apt) and the Python package in .venv.
+setup:
+    scripts/setup-host
+    {{python}} -m pip install -q --disable-pip-version-check -e '.[test]'

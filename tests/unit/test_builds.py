@@ -1,0 +1,69 @@
+"""Pure parts of the builds: config fragments, error lines, the cpio writer."""
+
+import gzip
+import shutil
+import subprocess
+
+import pytest
+
+from lab.buildlog import first_error_line, run_logged
+from lab.cpio import CpioWriter
+from lab.errors import BuildError
+from lab.kernels import merge_fragments, parse_fragment, unmet_options
+
+SPARC_612_LOG = """\
+  CC      fs/fcntl.o
+In file included from ./include/linux/string.h:6,
+./include/linux/compiler_types.h:449:45: note: in expansion of macro '__compiletime_assert'
+fs/fcntl.c: In function 'fcntl_init':
+./include/linux/compiler_types.h:537:45: error: call to '__compiletime_assert_517' declared with attribute error: BUILD_BUG_ON failed: 21 - 1 != HWEIGHT32( (VALID_OPEN_FLAGS & ~(O_NONBLOCK | O_NDELAY)) | __FMODE_EXEC | __FMODE_NONOTIFY)
+make[4]: *** [scripts/Makefile.build:229: fs/fcntl.o] Error 1
+"""
+
+
+def test_first_error_line_prefers_the_compiler():
+    line = first_error_line(SPARC_612_LOG)
+    assert line.startswith("./include/linux/compiler_types.h:537:45: error: call to '__compiletime_assert_517'")
+    assert first_error_line("make: *** No rule to make target 'foo'.  Stop.\n") == \
+        "make: *** No rule to make target 'foo'.  Stop."
+    assert first_error_line("all good\n") is None
+
+
+def test_run_logged_names_log_and_error(tmp_path):
+    log = tmp_path / "build.log"
+    run_logged(["sh", "-c", "echo 'old.c:1:1: error: from an earlier step' >&2; exit 0"], log, what="step one")
+    with pytest.raises(BuildError) as exc:
+        run_logged(["sh", "-c", "echo 'x.c:3:7: error: boom' >&2; exit 2"], log, what="step two")
+    assert str(exc.value) == f"step two failed: x.c:3:7: error: boom (log: {log})"
+
+
+def test_fragments_merge_and_check():
+    wanted = parse_fragment("# comment\nCONFIG_SWAP=y\n# CONFIG_64BIT is not set\nCONFIG_NR_CPUS=4\n")
+    assert wanted == {"CONFIG_SWAP": "y", "CONFIG_64BIT": "n", "CONFIG_NR_CPUS": "4"}
+    base = "CONFIG_64BIT=y\n# CONFIG_SWAP is not set\nCONFIG_NR_CPUS=1\nCONFIG_OTHER=y\n"
+    merged = merge_fragments(base, wanted)
+    assert parse_fragment(merged) == {**wanted, "CONFIG_OTHER": "y"}
+    assert unmet_options("CONFIG_SWAP=y\nCONFIG_NR_CPUS=4\n", wanted) == []
+    assert unmet_options("# CONFIG_SWAP is not set\nCONFIG_64BIT=y\nCONFIG_NR_CPUS=4\n", wanted) == [
+        "CONFIG_SWAP=y", "# CONFIG_64BIT is not set"]
+
+
+@pytest.mark.skipif(not shutil.which("cpio"), reason="cpio(1) not installed")
+def test_cpio_archive_is_readable_by_cpio(tmp_path):
+    w = CpioWriter()
+    w.directory("etc")
+    w.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+    w.file("init", b"#!/bin/sh\n", 0o755)
+    w.symlink("bin/sh", "/bin/busybox")
+    w.char_device("dev/console", 5, 1)
+    data = gzip.decompress(w.gzipped())
+    listing = subprocess.run(["cpio", "-itv"], input=data, capture_output=True, check=True).stdout.decode()
+    lines = listing.splitlines()
+    assert any(line.startswith("-rwxr-xr-x") and line.endswith(" init") for line in lines)
+    assert any(line.startswith("crw-------") and "dev/console" in line for line in lines)
+    assert any("bin/sh -> /bin/busybox" in line for line in lines)
+    assert all(" root " in line for line in lines)
+    with pytest.raises(ValueError):
+        w2 = CpioWriter()
+        w2.file("a", b"")
+        w2.file("a", b"")

@@ -1,0 +1,76 @@
+"""CLI errors and --dry-run, with fake host tools on PATH."""
+
+import shlex
+
+import pytest
+
+from lab.cli import main
+
+
+@pytest.fixture
+def fake_host(tmp_path, repo_copy, isolated_cache, monkeypatch):
+    """A lab root whose kernel tarballs are small fakes, and fake qemu/gcc on PATH."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("qemu-system-i386", "i686-linux-gnu-gcc"):
+        (bindir / tool).write_text("#!/bin/sh\necho 'fake 1.0'\n")
+        (bindir / tool).chmod(0o755)
+    lab_toml = repo_copy / "configs/lab.toml"
+    text = lab_toml.read_text()
+    for version in ("6.1", "6.12"):
+        fake = tmp_path / f"linux-source-{version}.tar.xz"
+        fake.write_bytes(b"not really a tarball " + version.encode())
+        text = text.replace(f"/usr/src/linux-source-{version}.tar.xz", str(fake))
+    lab_toml.write_text(text)
+    monkeypatch.setenv("LAB_ROOT", str(repo_copy))
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    return repo_copy
+
+
+def test_unknown_arch(fake_host, capsys):
+    assert main(["run", "--arch", "vax"]) == 2
+    assert capsys.readouterr().err.strip() == "lab: error: unknown arch 'vax' (known: i386-pae)"
+
+
+def test_unknown_testcase(fake_host, capsys):
+    assert main(["run", "--test", "nope"]) == 2
+    assert "unknown testcase 'nope' (known: swp_exclusive)" in capsys.readouterr().err
+
+
+def test_malformed_toml(fake_host, capsys):
+    (fake_host / "configs/arches/i386-pae.toml").write_text("description = \n")
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lab: error: configs/arches/i386-pae.toml: malformed TOML")
+    assert len(err.splitlines()) == 1
+
+
+def test_missing_qemu_names_the_package(fake_host, capsys, monkeypatch):
+    (fake_host.parent / "bin" / "qemu-system-i386").unlink()
+    monkeypatch.setenv("PATH", str(fake_host.parent / "bin"))  # hide a real QEMU too
+    assert main(["run"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "lab: error: qemu-system-i386 not found: install the Debian package 'qemu-system-x86' (or run ./just setup)")
+
+
+def test_missing_kernel_source_names_the_package(fake_host, capsys):
+    (fake_host.parent / "linux-source-6.12.tar.xz").unlink()
+    assert main(["run", "--dry-run"]) == 2
+    assert "install the Debian package 'linux-source-6.12'" in capsys.readouterr().err
+
+
+def test_bad_jobs_value(fake_host, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "-j", "0"])
+    assert exc.value.code == 2
+
+
+def test_dry_run_prints_one_quoted_argv_per_job(fake_host, capsys):
+    assert main(["run", "--dry-run", "--kernel", "6.1,6.12"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    commands = [shlex.split(line) for line in lines if not line.startswith("#")]
+    assert len(commands) == 2
+    for argv in commands:
+        assert argv[0].endswith("/qemu-system-i386")
+        assert argv[argv.index("-append") + 1] == "console=ttyS0 panic=-1"
+    assert commands[0][commands[0].index("-kernel") + 1] != commands[1][commands[1].index("-kernel") + 1]

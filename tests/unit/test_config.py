@@ -1,0 +1,79 @@
+import pytest
+
+from lab.config import ALLOWED_NEEDS, load_lab, pick
+from lab.errors import ConfigError, UserError
+from conftest import REPO
+
+LAB = load_lab(REPO)
+
+
+def test_repo_configs_load():
+    assert "i386-pae" in LAB.arches
+    assert set(LAB.plan.kernels) <= set(LAB.kernels)
+    assert set(LAB.plan.testcases) <= set(LAB.testcases)
+
+
+@pytest.mark.parametrize("name", sorted(LAB.arches))
+def test_every_arch_is_complete(name):
+    arch = LAB.arches[name]
+    assert arch.name == name
+    assert (REPO / "configs/kernel" / arch.kernel.fragment).is_file()
+    assert arch.qemu.binary.startswith("qemu-system-")
+    assert arch.toolchain.package == f"gcc-{arch.toolchain.triple}"
+    assert arch.guest.poweroff
+
+
+@pytest.mark.parametrize("name", sorted(LAB.testcases))
+def test_every_testcase_is_complete(name):
+    case = LAB.testcases[name]
+    assert (REPO / "testcases" / case.source).is_file()
+    assert set(case.needs) <= set(ALLOWED_NEEDS)
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_wrong_type_names_file_and_field(repo_copy):
+    _edit(repo_copy / "configs/arches/i386-pae.toml", "memory_mib = 512", 'memory_mib = "lots"')
+    with pytest.raises(ConfigError, match=r"configs/arches/i386-pae.toml\.qemu\.memory_mib: expected an integer"):
+        load_lab(repo_copy)
+
+
+def test_unknown_field_lists_allowed(repo_copy):
+    _edit(repo_copy / "configs/arches/i386-pae.toml", "[qemu]", "[qemu]\nmemroy_mib = 5")
+    with pytest.raises(ConfigError, match=r"unknown field 'memroy_mib' \(allowed: .*memory_mib"):
+        load_lab(repo_copy)
+
+
+def test_malformed_toml(repo_copy):
+    (repo_copy / "configs/lab.toml").write_text("[plan\narches = [")
+    with pytest.raises(ConfigError, match=r"configs/lab.toml: malformed TOML"):
+        load_lab(repo_copy)
+
+
+def test_plan_names_unknown_arch(repo_copy):
+    _edit(repo_copy / "configs/lab.toml", 'arches = ["i386-pae"]', 'arches = ["vax"]')
+    with pytest.raises(ConfigError, match=r"plan.arches: unknown arch 'vax' \(known: i386-pae"):
+        load_lab(repo_copy)
+
+
+def test_testcase_kind_and_needs_are_checked(repo_copy):
+    _edit(repo_copy / "testcases/swp_exclusive.toml", 'kind = "deterministic"', 'kind = "flaky"')
+    with pytest.raises(ConfigError, match=r"kind: 'flaky' is not one of deterministic, race"):
+        load_lab(repo_copy)
+
+
+def test_missing_required_field(repo_copy):
+    _edit(repo_copy / "configs/arches/i386-pae.toml", 'binary = "qemu-system-i386"\n', "")
+    with pytest.raises(ConfigError, match=r"\[?qemu: missing required field 'binary'"):
+        load_lab(repo_copy)
+
+
+def test_pick_rejects_unknown_names():
+    assert pick("arch", None, LAB.arches, ("i386-pae",)) == ["i386-pae"]
+    assert pick("kernel", "6.12,6.1", LAB.kernels, ()) == ["6.12", "6.1"]
+    with pytest.raises(UserError, match=r"unknown kernel '5.4' \(known: 6.1, 6.12"):
+        pick("kernel", "5.4", LAB.kernels, ())

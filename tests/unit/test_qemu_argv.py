@@ -1,0 +1,48 @@
+"""QEMU command lines per arch, compared with golden files.
+
+Regenerate after an intended change with: LAB_REGEN_GOLDEN=1 pytest tests/unit/test_qemu_argv.py
+"""
+
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from lab.config import load_lab
+from lab.qemu import qemu_argv
+from conftest import REPO
+
+LAB = load_lab(REPO)
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _argv(name, **kw):
+    return qemu_argv(LAB.arches[name], kernel=Path("/k/image"), initrd=Path("/i/initrd.cpio.gz"),
+                     ssh_port=10022, **kw)
+
+
+@pytest.mark.parametrize("name", sorted(LAB.arches))
+def test_argv_golden(name):
+    line = shlex.join(_argv(name)) + "\n"
+    golden = GOLDEN / f"argv-{name}.txt"
+    if os.environ.get("LAB_REGEN_GOLDEN"):
+        golden.write_text(line)
+    assert golden.is_file(), f"no golden file for {name}: run with LAB_REGEN_GOLDEN=1"
+    assert line == golden.read_text()
+
+
+@pytest.mark.parametrize("name", sorted(LAB.arches))
+def test_argv_invariants(name):
+    argv = _argv(name)
+    assert all(isinstance(a, str) and a for a in argv), "no empty or non-string arguments"
+    netdev = argv[argv.index("-netdev") + 1]
+    assert "hostfwd=tcp:127.0.0.1:10022-:22" in netdev, "SSH must be forwarded from loopback only"
+    assert "-no-reboot" in argv
+    assert "panic=-1" in argv[argv.index("-append") + 1]
+
+
+def test_accel_and_binary_are_respected():
+    argv = _argv("i386-pae", accel="kvm", binary="/opt/qemu/bin/qemu-system-i386")
+    assert argv[0] == "/opt/qemu/bin/qemu-system-i386"
+    assert argv[argv.index("-accel") + 1] == "kvm"

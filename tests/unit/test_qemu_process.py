@@ -1,0 +1,73 @@
+"""QEMU process lifecycle against fake qemu scripts: fast failure, readiness, no orphans."""
+
+import os
+import time
+
+import pytest
+
+from lab.console import BootState
+from lab.errors import BootError
+from lab.qemu import QemuProcess, kill_all
+
+
+def _script(tmp_path, body):
+    path = tmp_path / "qemu-system-fake"
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return str(path)
+
+
+def _gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers kill(0); it is gone once its state is Z or it is reaped.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_early_exit_is_a_clear_boot_error(tmp_path):
+    fake = _script(tmp_path, "echo 'qemu-system-fake: -netdev user,id=n0: Could not set up host forwarding rule' >&2\nexit 1\n")
+    qemu = QemuProcess([fake, "-x"], tmp_path / "console.log")
+    with pytest.raises(BootError, match="qemu-system-fake exited at once: .*Could not set up host forwarding rule"):
+        qemu.start()
+    assert kill_all() == 0
+
+
+def test_ready_then_kill_leaves_no_process(tmp_path):
+    fake = _script(tmp_path, "echo 'Linux version 6.1'\nsleep 0.7\necho 'qemu-lab: READY'\nsleep 1000 &\nwait\n")
+    qemu = QemuProcess([fake], tmp_path / "console.log")
+    console = qemu.start()
+    state, _ = console.wait_boot(10)
+    assert state is BootState.READY
+    pid = qemu.pid
+    children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == pid]
+    assert children, "the fake qemu should have a child"
+    qemu.kill()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(_gone(p) for p in [pid, *children]):
+        time.sleep(0.05)
+    assert all(_gone(p) for p in [pid, *children]), "QEMU's whole process group must be killed"
+    assert "qemu-lab: READY" in (tmp_path / "console.log").read_text()
+    assert kill_all() == 0
+
+
+def test_kill_all_kills_registered_processes(tmp_path):
+    fake = _script(tmp_path, "sleep 1000\n")
+    qemu = QemuProcess([fake], tmp_path / "console.log")
+    qemu.start()
+    pid = qemu.pid
+    assert kill_all() == 1
+    assert _gone(pid)
+
+
+def _ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None

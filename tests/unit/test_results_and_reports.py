@@ -1,0 +1,85 @@
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from lab.report import write_reports
+from lab.report.terminal import render_text
+from lab.results import CellResult, Journal, run_exit_code, status_for_exit
+
+META = {"run_id": "r1", "started": "2026-01-01T00:00:00Z", "finished": "", "arches": ["i386-pae"],
+        "kernels": ["6.1", "6.12"], "testcases": ["swp_exclusive", "other"]}
+
+
+def _cells():
+    return [
+        CellResult("i386-pae", "6.1", "swp_exclusive", "FAIL", "FAIL: page was replaced during COW", exit_code=1,
+                   duration_s=1.5, stdout="FAIL: page was replaced during COW\n<script>alert(1)</script>",
+                   logs={"test_stdout": "logs/i386-pae/6.1/swp_exclusive/stdout.txt"}),
+        CellResult("i386-pae", "6.12", "swp_exclusive", "PASS", "PASS: page was not replaced during COW",
+                   exit_code=0, duration_s=1.2, kernel_messages=["WARNING: CPU: 0 PID: 1 at x"]),
+        CellResult("i386-pae", "6.1", "other", "ERROR", "guest did not boot: Kernel panic - not syncing: <x>"),
+        CellResult("i386-pae", "6.12", "other", "TIMEOUT", "no result within 60 s", duration_s=60.0),
+    ]
+
+
+def test_status_mapping():
+    assert [status_for_exit(c) for c in (0, 1, 4, 3, 139, None)] == ["PASS", "FAIL", "SKIP", "ERROR", "ERROR", "TIMEOUT"]
+    with pytest.raises(ValueError):
+        CellResult("a", "k", "t", "MAYBE", "")
+
+
+def test_exit_codes():
+    ok = CellResult("a", "k", "t", "PASS", "")
+    skip = CellResult("a", "k", "t", "SKIP", "")
+    assert run_exit_code([ok, skip]) == 0
+    assert run_exit_code([ok, CellResult("a", "k", "u", "TIMEOUT", "")]) == 1
+    assert run_exit_code(_cells()) == 2
+
+
+def test_journal_survives_truncated_last_line(tmp_path, capsys):
+    journal = Journal(tmp_path / "journal.jsonl")
+    for cell in _cells()[:2]:
+        journal.append(cell)
+    with journal.path.open("a") as fh:
+        fh.write('{"arch": "i386-pae", "kern')  # a crash mid-write
+    cells = Journal.read(journal.path)
+    assert [c.key for c in cells] == [c.key for c in _cells()[:2]]
+    assert "ignoring an unreadable journal line" in capsys.readouterr().err
+
+
+def test_reports(tmp_path):
+    matrix = write_reports(tmp_path, _cells(), META)
+    text = render_text(matrix)
+    assert text.splitlines()[0].split("|")[1:4] == [" testcase      ", " i386-pae / 6.1 ", " i386-pae / 6.12 "]
+    assert "| swp_exclusive | FAIL           | PASS            |" in text
+
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["exit_code"] == 2
+    assert {(c["kernel"], c["testcase"], c["status"]) for c in data["cells"]} == {
+        ("6.1", "swp_exclusive", "FAIL"), ("6.12", "swp_exclusive", "PASS"),
+        ("6.1", "other", "ERROR"), ("6.12", "other", "TIMEOUT")}
+
+    root = ET.parse(tmp_path / "junit.xml").getroot()
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    assert set(suites) == {"lab.i386-pae.6.1", "lab.i386-pae.6.12"}
+    cases = {(tc.get("classname"), tc.get("name")): tc for tc in root.iter("testcase")}
+    fail = cases["lab.i386-pae.6.1", "swp_exclusive"]
+    assert fail.find("failure").get("message") == "FAIL: page was replaced during COW"
+    assert cases["lab.i386-pae.6.1", "other"].find("error") is not None
+    assert cases["lab.i386-pae.6.12", "other"].find("failure").get("type") == "TIMEOUT"
+    assert cases["lab.i386-pae.6.12", "swp_exclusive"].find("failure") is None
+
+    html = (tmp_path / "matrix.html").read_text()
+    assert 'class="status FAIL"' in html and 'class="status PASS"' in html
+    assert 'href="cells/i386-pae__6.1__swp_exclusive.html"' in html
+    assert "&lt;x&gt;" in html  # messages are escaped
+    page = (tmp_path / "cells/i386-pae__6.1__swp_exclusive.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
+    assert 'href="../logs/i386-pae/6.1/swp_exclusive/stdout.txt"' in page
+
+
+def test_matrix_marks_cells_not_run(tmp_path):
+    matrix = write_reports(tmp_path, _cells()[:1], META)
+    assert "| swp_exclusive | FAIL           | -               |" in render_text(matrix)
+    assert "not run" in (tmp_path / "matrix.html").read_text()
