@@ -27,7 +27,7 @@ from lab.report import write_reports
 from lab.report.terminal import render_text
 from lab.results import Journal, run_exit_code
 from lab.scheduler import Runner, plan_jobs, prepare
-from lab.testcases import ensure_testcase
+from lab.testcases import ensure_testcase, testcase_entry
 from lab.toolchain import compiler_for, qemu_binary
 
 EXIT_USAGE = 2
@@ -147,10 +147,13 @@ def cmd_list(args) -> int:
     lab = cfg.load_lab()
     built: dict[str, dict] = {}
     for name, arch in lab.arches.items():
-        entry = {"image": None, "kernels": {}}
+        entry = {"image": None, "kernels": {}, "testcases": {}}
         try:
             image = built_image(lab, arch)
             entry["image"] = str(image) if image else None
+            for tname, case in lab.testcases.items():
+                t = testcase_entry(lab, arch, case)
+                entry["testcases"][tname] = str(t.path / tname) if t.meta() else None
             for kname, source in lab.kernels.items():
                 k = kernel_entry(lab, arch, source)
                 meta = k.meta()
@@ -176,6 +179,8 @@ def cmd_list(args) -> int:
         print(f"  {n:12} {a['description']} (image: {image})")
         for k, path in a["built"]["kernels"].items():
             print(f"  {'':12}   kernel {k}: {path or 'not built'}")
+        for t, path in a["built"]["testcases"].items():
+            print(f"  {'':12}   testcase {t}: {path or 'not built'}")
     print("kernels:")
     for n, k in data["kernels"].items():
         print(f"  {n:12} {k['tarball']} (Debian package {k['package']})")

@@ -55,11 +55,17 @@ def qemu_argv(arch: Arch, *, kernel: Path, initrd: Path, ssh_port: int, accel: s
 
 _live: set["QemuProcess"] = set()
 _live_lock = threading.Lock()
+_closing = False
 
 
-def kill_all() -> int:
-    """Kill every QEMU this process started and has not reaped; returns how many."""
+def kill_all(closing: bool = False) -> int:
+    """Kill every QEMU this process started and has not reaped; returns how many.
+
+    With closing=True no new QEMU may start afterwards (the lab is stopping).
+    """
+    global _closing
     with _live_lock:
+        _closing = _closing or closing
         procs = list(_live)
     for proc in procs:
         proc.kill()
@@ -84,6 +90,8 @@ class QemuProcess:
         """Start QEMU; raise BootError if it exits at once (with what it printed)."""
         self.started_at = time.monotonic()
         with _live_lock:
+            if _closing:
+                raise BootError("not starting QEMU: the lab is stopping")
             try:
                 self.child = pexpect.spawn(self.argv[0], self.argv[1:], timeout=None, echo=False,
                                            env={**os.environ, "LC_ALL": "C"})

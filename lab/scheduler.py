@@ -7,6 +7,7 @@ testcases get a fresh guest. Every finished cell goes to the journal at once.
 
 from __future__ import annotations
 
+import shlex
 import socket
 import threading
 import time
@@ -20,7 +21,7 @@ from lab.console import BootState, kernel_problems, panic_line, tail
 from lab.errors import BootError, BuildError, InfraError
 from lab.images import boot_initrd, ensure_image
 from lab.kernels import KernelArtifact, ensure_kernel
-from lab.qemu import QemuProcess, qemu_argv
+from lab.qemu import QemuProcess, kill_all, qemu_argv
 from lab.remote import Remote, client_key, wait_for_banner
 from lab.results import CellResult, Journal, status_for_exit
 from lab.testcases import TestcaseBinary, ensure_testcase
@@ -173,7 +174,10 @@ class Runner:
                 for future in futures:
                     future.result()
             except BaseException:
+                # Interrupted: stop scheduling and kill the guests first, so the
+                # workers see their guests gone instead of running to their deadlines.
                 self.stop.set()
+                kill_all(closing=True)
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
         return list(self._cells)
@@ -230,6 +234,8 @@ class Runner:
             argv = qemu_argv(arch, kernel=art.kernel.image, initrd=art.initrd, ssh_port=port,
                              accel=self.accel, binary=binary)
             qemu = QemuProcess(argv, console_log)
+            # The exact command, for reproducing a boot by hand.
+            console_log.with_suffix(".cmdline").write_text(shlex.join(argv) + "\n")
             try:
                 console = qemu.start()
                 break

@@ -22,10 +22,15 @@ class TestcaseBinary:
     sha256: str
 
 
+def testcase_entry(lab: Lab, arch: Arch, case: Testcase) -> Entry:
+    source = lab.testcases_dir / case.source
+    return Entry("testcases", content_key(source.read_bytes(), *CFLAGS, compiler_for(arch).version))
+
+
 def ensure_testcase(lab: Lab, arch: Arch, case: Testcase) -> TestcaseBinary:
     compiler = compiler_for(arch)
     source = lab.testcases_dir / case.source
-    entry = Entry("testcases", content_key(source.read_bytes(), *CFLAGS, compiler.version))
+    entry = testcase_entry(lab, arch, case)
     with entry.lock():
         if entry.meta() is None:
             with entry.building() as work:

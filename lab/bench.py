@@ -1,0 +1,77 @@
+"""Benchmark a run: `python -m lab.bench [--arch ..] [-j N]` (or `./just bench`).
+
+Runs the plan like `lab run`, then prints per cell the time from QEMU start to
+the ready marker, to SSH login, and to the end of the test, plus the run's wall
+time and what the cached builds cost when they were made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from lab import cli
+from lab import config as cfg
+from lab.cache import cache_root
+from lab.kernels import kernel_entry
+
+
+def _build_costs(lab: cfg.Lab, arches: list[str], kernels: list[str]) -> list[str]:
+    lines = []
+    for a in arches:
+        for k in kernels:
+            meta = kernel_entry(lab, lab.arches[a], lab.kernels[k]).meta()
+            if meta:
+                state = "built" if meta["ok"] else "failed"
+                lines.append(f"  kernel {a}/{k}: {state} in {meta.get('seconds', '?')} s")
+    for path in sorted((cache_root() / "images").glob("*/meta.json")):
+        meta = json.loads(path.read_text())
+        if meta.get("arch") in arches:
+            lines.append(f"  image {meta['arch']} ({path.parent.name}): built in {meta.get('seconds', '?')} s")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--arch")
+    parser.add_argument("--kernel")
+    parser.add_argument("--test")
+    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", help="result directory (default: a new temporary directory)")
+    args = parser.parse_args(argv)
+    out = args.out or tempfile.mkdtemp(prefix="lab-bench-")
+    run_args = ["run", "--out", out, "-j", str(args.jobs)]
+    for flag in ("arch", "kernel", "test"):
+        if getattr(args, flag):
+            run_args += [f"--{flag}", getattr(args, flag)]
+    started = time.monotonic()
+    code = cli.main(run_args)
+    wall = time.monotonic() - started
+    results = Path(out) / "results.json"
+    if not results.is_file():
+        print(f"bench: the run wrote no results (exit {code})")
+        return code or 2
+    data = json.loads(results.read_text())
+    print("\nper cell, seconds after QEMU start:")
+    print(f"  {'cell':36} {'status':8} {'ready':>7} {'ssh':>7} {'done':>7} {'test':>7}")
+    for c in data["cells"]:
+        t = c["timings"]
+        cols = [f"{t[k]:7.2f}" if k in t else f"{'-':>7}" for k in ("ready_s", "ssh_s", "test_done_s")]
+        print(f"  {c['arch'] + '/' + c['kernel'] + ' ' + c['testcase']:36} {c['status']:8} {' '.join(cols)} "
+              f"{c['duration_s']:7.2f}")
+    print(f"\nwall time of the run (-j {args.jobs}): {wall:.1f} s, exit code {code}")
+    lab = cfg.load_lab()
+    costs = _build_costs(lab, data["run"]["arches"], data["run"]["kernels"])
+    if costs:
+        print("cached build costs (when built):")
+        print("\n".join(costs))
+    # A FAIL is a finding, not a benchmark failure; an ERROR means the numbers are incomplete.
+    return 2 if code == 2 else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""Real kernels, real QEMU, real guests (i386-pae, Linux 6.1 and 6.12).
+
+The first run builds the kernels, the guest image and the testcase into the
+lab's cache (several minutes); later runs reuse them.
+"""
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lab.config import load_lab
+from lab.console import BootState
+from lab.errors import SshError
+from lab.images import ensure_image
+from lab.qemu import QemuProcess, qemu_argv
+from lab.remote import Remote, wait_for_banner
+from lab.results import Journal
+from lab.scheduler import Runner, plan_jobs, prepare
+from conftest import REPO, qemu_processes
+
+pytestmark = pytest.mark.integration
+
+ARCH = "i386-pae"
+LAB = load_lab(REPO)
+
+
+@pytest.fixture(scope="module")
+def artifacts():
+    """Kernels, image and testcase for i386-pae, built once (or taken from the cache)."""
+    jobs = plan_jobs(LAB, [ARCH], ["6.1", "6.12"], ["swp_exclusive"])
+    prepared = prepare(LAB, jobs, lambda msg: print(msg, file=sys.stderr))
+    for job in jobs:
+        assert prepared[job.name].error is None, prepared[job.name].error
+    return jobs, prepared
+
+
+@pytest.fixture(autouse=True)
+def no_orphans():
+    before = set(qemu_processes())
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and set(qemu_processes()) - before:
+        time.sleep(0.1)
+    assert set(qemu_processes()) - before == set(), "a QEMU process was left behind"
+
+
+def test_swp_exclusive_fails_on_61_and_passes_on_612(artifacts, tmp_path):
+    """The lab's reason to exist: i386 PAE lost the exclusive marker on swap before 6.3."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", ARCH, "--kernel", "6.1,6.12",
+                           "--test", "swp_exclusive", "-j", "2", "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    print(proc.stdout, proc.stderr)
+    assert proc.returncode == 1, "a FAIL (and no ERROR) means exit status 1"
+    cells = {c["kernel"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
+    assert cells["6.1"]["status"] == "FAIL"
+    assert cells["6.1"]["message"] == "FAIL: page was replaced during COW"
+    assert cells["6.12"]["status"] == "PASS"
+    assert cells["6.12"]["message"] == "PASS: page was not replaced during COW"
+    for cell in cells.values():
+        assert "self-check: fork after pageout makes the write fault copy the page" in cell["stdout"]
+        assert cell["kernel_messages"] == []
+        assert 0 < cell["timings"]["ready_s"] < cell["timings"]["ssh_s"] < cell["timings"]["test_done_s"]
+    assert cells["6.1"]["kernel_version"].startswith("6.1.")
+    assert cells["6.12"]["kernel_version"].startswith("6.12.")
+    assert "| swp_exclusive | FAIL           | PASS            |" in proc.stdout
+    assert len(Journal.read(out / "journal.jsonl")) == 2
+    for name in ("junit.xml", "matrix.html", "logs/i386-pae/6.1/console.log",
+                 "logs/i386-pae/6.12/swp_exclusive/stdout.txt"):
+        assert (out / name).is_file(), name
+    console = (out / "logs/i386-pae/6.1/console.log").read_text(errors="replace")
+    assert "qemu-lab: swap on /dev/zram0" in console and "qemu-lab: READY" in console
+
+
+def _boot(job, art, tmp_path):
+    port = Runner(LAB, tmp_path, Journal(tmp_path / "j.jsonl")).ports.take()
+    argv = qemu_argv(job.arch, kernel=art.kernel.image, initrd=art.initrd, ssh_port=port)
+    qemu = QemuProcess(argv, tmp_path / "console.log")
+    console = qemu.start()
+    state, line = console.wait_boot(job.arch.guest.boot_timeout_s)
+    assert state is BootState.READY, line
+    wait_for_banner(port, job.arch.guest.ssh_timeout_s)
+    return qemu, port
+
+
+def test_host_key_is_pinned(artifacts, tmp_path):
+    jobs, prepared = artifacts
+    art = prepared[jobs[1].name]
+    qemu, port = _boot(jobs[1], art, tmp_path)
+    key_file = Runner(LAB, tmp_path, Journal(tmp_path / "j.jsonl")).client_key
+    try:
+        # A key the guest does not have: the connection must be refused, not auto-accepted.
+        other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+        with pytest.raises(SshError, match="not the image's pinned key"):
+            Remote(port, other, key_file).connect()
+        remote = Remote(port, art.host_key, key_file)
+        remote.connect()
+        assert remote.check(["uname", "-m"]).strip() == "i686"
+        assert "zram0" in remote.check(["cat", "/proc/swaps"])
+        remote.close()
+    finally:
+        qemu.kill()
+
+
+def test_kernel_panic_at_boot_is_error(artifacts, tmp_path):
+    jobs, prepared = artifacts
+    job = jobs[1]
+    # An init that exits makes the kernel panic: the cell is ERROR with the panic line.
+    qemu_spec = dataclasses.replace(job.arch.qemu, append=("rdinit=/bin/false",))
+    job = dataclasses.replace(job, arch=dataclasses.replace(job.arch, qemu=qemu_spec))
+    journal = Journal(tmp_path / "journal.jsonl")
+    runner = Runner(LAB, tmp_path, journal)
+    started = time.monotonic()
+    runner.run_job(job, prepared[jobs[1].name])
+    (cell,) = Journal.read(journal.path)
+    assert cell.status == "ERROR"
+    assert cell.message.startswith("guest did not boot: Kernel panic - not syncing: Attempted to kill init!")
+    assert "Kernel panic" in cell.console
+    assert time.monotonic() - started < 60, "a panic must be seen at once, not after the boot deadline"
+
+
+def test_missing_initrd_is_error(artifacts, tmp_path):
+    jobs, prepared = artifacts
+    art = dataclasses.replace(prepared[jobs[0].name], initrd=tmp_path / "no-such-initrd")
+    journal = Journal(tmp_path / "journal.jsonl")
+    Runner(LAB, tmp_path, journal).run_job(jobs[0], art)
+    (cell,) = Journal.read(journal.path)
+    assert cell.status == "ERROR"
+    assert "qemu-system-i386 exited at once" in cell.message and "no-such-initrd" in cell.message
+
+
+def test_image_build_is_cached(artifacts):
+    started = time.monotonic()
+    image = ensure_image(LAB, LAB.arches[ARCH])
+    assert image.initramfs.is_file()
+    assert time.monotonic() - started < 5, "a cached image must not be rebuilt"
