@@ -18,6 +18,7 @@ from pathlib import Path
 import pexpect
 
 READY_MARKER = "qemu-lab: READY"
+_BOOT_FAILED = re.compile(r"qemu-lab: BOOT-FAILED: .*")
 
 _PANIC = re.compile(r"Kernel panic - not syncing.*")
 # Lines that mean the kernel reported a problem, whatever the test said.
@@ -32,6 +33,7 @@ class BootState(Enum):
     BOOTING = "booting"
     READY = "ready"
     PANIC = "panic"
+    FAILED = "failed"  # the guest's init reported that it cannot become ready
     EXITED = "exited"  # QEMU ended before the guest was ready
 
 
@@ -46,6 +48,9 @@ def boot_state(text: str, exited: bool) -> tuple[BootState, str]:
     panic = panic_line(text)
     if panic:
         return BootState.PANIC, panic
+    failed = _BOOT_FAILED.search(text)
+    if failed:
+        return BootState.FAILED, failed.group(0).strip()
     if READY_MARKER in text:
         return BootState.READY, READY_MARKER
     if exited:

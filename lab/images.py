@@ -23,9 +23,10 @@ from lab.kernels import Progress
 from lab.toolchain import Compiler, compiler_for, debian_source, require_tool, source_identity
 
 RECIPE_VERSION = "1"
-RECIPE_FILES = ("init", "dropbear_localoptions.h", "passwd", "group", "shells")
+# Inputs of the cross-built binaries, and of the (cheap) image assembly around them.
+USERLAND_FILES = ("dropbear_localoptions.h",)
+ASSEMBLY_FILES = ("init", "passwd", "group", "shells")
 SOURCE_PACKAGES = ("busybox", "dropbear", "openssh")
-READY_MARKER = "qemu-lab: READY"
 HOST_KEY_PATH = "/etc/dropbear/dropbear_ed25519_host_key"
 
 
@@ -37,13 +38,18 @@ class ImageArtifact:
     host_key: str  # "ssh-ed25519 AAAA...": the only key the lab accepts from this guest
 
 
-def image_key(lab: Lab, compiler: Compiler, sources: dict[str, Path]) -> str:
+def userland_key(lab: Lab, compiler: Compiler, sources: dict[str, Path]) -> str:
     return content_key(
         RECIPE_VERSION,
-        *((lab.images_dir / name).read_bytes() for name in RECIPE_FILES),
+        *((lab.images_dir / name).read_bytes() for name in USERLAND_FILES),
         *(source_identity(sources[pkg]) for pkg in SOURCE_PACKAGES),
         compiler.version,
     )
+
+
+def image_key(lab: Lab, compiler: Compiler, sources: dict[str, Path]) -> str:
+    return content_key(userland_key(lab, compiler, sources),
+                       *((lab.images_dir / name).read_bytes() for name in ASSEMBLY_FILES))
 
 
 def ensure_image(lab: Lab, arch: Arch, progress: Progress = lambda _: None) -> ImageArtifact:
@@ -55,27 +61,46 @@ def ensure_image(lab: Lab, arch: Arch, progress: Progress = lambda _: None) -> I
     entry = Entry("images", key)
     with entry.lock():
         if entry.meta() is None:
-            _build(lab, arch, compiler, sources, entry, progress)
+            userland = _ensure_userland(lab, arch, compiler, sources, progress)
+            _assemble(lab, arch, userland, entry)
     return ImageArtifact(arch=arch.name, key=key, initramfs=entry.path / "initramfs.cpio.gz",
                          host_key=(entry.path / "host_key.pub").read_text().strip())
 
 
-def _build(lab: Lab, arch: Arch, compiler: Compiler, sources: dict[str, Path], entry: Entry,
-           progress: Progress) -> None:
-    log = entry.path.parent / f"{entry.key}.build.log"
-    log.unlink(missing_ok=True)
-    started = time.monotonic()
-    progress(f"building guest image for {arch.name} (log: {log})")
-    with entry.building() as work:
-        busybox, applets = _build_busybox(sources["busybox"], work / "busybox", compiler, log)
-        dropbear = _build_dropbear(lab, sources["dropbear"], work / "dropbear", compiler, log)
-        sftp_server = _build_sftp_server(sources["openssh"], work / "openssh", compiler, log)
-        for binary in (busybox, dropbear, sftp_server):
-            run_logged([f"{compiler.triple}-strip", str(binary)], log, what=f"strip {binary.name}")
-        host_key = work / "host_key"
-        run_logged(["dropbearkey", "-t", "ed25519", "-f", str(host_key)], log, what="dropbearkey")
-        host_pub = _public_key(host_key)
+def _ensure_userland(lab: Lab, arch: Arch, compiler: Compiler, sources: dict[str, Path],
+                     progress: Progress) -> Path:
+    """busybox, dropbear and sftp-server for this compiler: the slow part, cached on its own."""
+    entry = Entry("userland", userland_key(lab, compiler, sources))
+    with entry.lock():
+        if entry.meta() is not None:
+            return entry.path
+        log = entry.path.parent / f"{entry.key}.build.log"
+        log.unlink(missing_ok=True)
+        started = time.monotonic()
+        progress(f"building guest userland for {arch.name} (log: {log})")
+        with entry.building() as work:
+            busybox, applets = _build_busybox(sources["busybox"], work / "busybox", compiler, log)
+            dropbear = _build_dropbear(lab, sources["dropbear"], work / "dropbear", compiler, log)
+            sftp_server = _build_sftp_server(sources["openssh"], work / "openssh", compiler, log)
+            result = work / "result"
+            result.mkdir()
+            for binary in (busybox, dropbear, sftp_server):
+                run_logged([f"{compiler.triple}-strip", str(binary)], log, what=f"strip {binary.name}")
+                shutil.copy(binary, result / binary.name)
+            (result / "busybox.links").write_text("\n".join(applets) + "\n")
+            shutil.move(log, result / "build.log")
+            seconds = round(time.monotonic() - started, 1)
+            entry.publish(result, {"arch": arch.name, "compiler": compiler.version, "seconds": seconds,
+                                   "sources": {pkg: sources[pkg].name for pkg in SOURCE_PACKAGES}})
+        progress(f"built guest userland for {arch.name} in {seconds} s")
+        return entry.path
 
+
+def _assemble(lab: Lab, arch: Arch, userland: Path, entry: Entry) -> None:
+    """The initramfs: userland binaries, init, /etc, and a host key made for this image."""
+    with entry.building() as work:
+        host_key = work / "host_key"
+        run_logged(["dropbearkey", "-t", "ed25519", "-f", str(host_key)], work / "build.log", what="dropbearkey")
         archive = CpioWriter()
         for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "usr/libexec", "etc", "etc/dropbear",
                   "proc", "sys", "dev", "tmp", "run", "var", "var/log", "mnt"):
@@ -84,25 +109,19 @@ def _build(lab: Lab, arch: Arch, compiler: Compiler, sources: dict[str, Path], e
         # The kernel opens /dev/console for init before devtmpfs is mounted.
         archive.char_device("dev/console", 5, 1)
         archive.file("init", (lab.images_dir / "init").read_bytes(), 0o755)
-        archive.file("bin/busybox", busybox.read_bytes(), 0o755)
-        for applet in applets:
+        archive.file("bin/busybox", (userland / "busybox").read_bytes(), 0o755)
+        for applet in (userland / "busybox.links").read_text().split():
             if applet != "/bin/busybox":
                 archive.symlink(applet, "/bin/busybox")
-        archive.file("usr/sbin/dropbear", dropbear.read_bytes(), 0o755)
-        archive.file("usr/libexec/sftp-server", sftp_server.read_bytes(), 0o755)
+        archive.file("usr/sbin/dropbear", (userland / "dropbear").read_bytes(), 0o755)
+        archive.file("usr/libexec/sftp-server", (userland / "sftp-server").read_bytes(), 0o755)
         for name in ("passwd", "group", "shells"):
             archive.file(f"etc/{name}", (lab.images_dir / name).read_bytes())
         archive.file(HOST_KEY_PATH, host_key.read_bytes(), 0o600)
-
-        result = work / "result"
-        result.mkdir()
-        (result / "initramfs.cpio.gz").write_bytes(archive.gzipped())
-        (result / "host_key.pub").write_text(host_pub + "\n")
-        shutil.move(log, result / "build.log")
-        seconds = round(time.monotonic() - started, 1)
-        entry.publish(result, {"arch": arch.name, "compiler": compiler.version, "seconds": seconds,
-                               "sources": {pkg: sources[pkg].name for pkg in SOURCE_PACKAGES}})
-    progress(f"built guest image for {arch.name} in {seconds} s")
+        (work / "initramfs.cpio.gz").write_bytes(archive.gzipped())
+        (work / "host_key.pub").write_text(_public_key(host_key) + "\n")
+        host_key.unlink()  # it lives on only inside the image
+        entry.publish(work, {"arch": arch.name, "userland": userland.name})
 
 
 def _public_key(private_key: Path) -> str:

@@ -68,3 +68,8 @@ def test_boot_deadline(tmp_path):
     finally:
         child.close(force=True)
         console.stop()
+
+
+def test_init_reported_failure():
+    text = "qemu-lab: swap on /dev/zram0\nqemu-lab: BOOT-FAILED: dropbear did not start\n"
+    assert boot_state(text, exited=False) == (BootState.FAILED, "qemu-lab: BOOT-FAILED: dropbear did not start")
