@@ -26,8 +26,15 @@ def render_text(matrix: Matrix) -> str:
     notes = [c for c in matrix.ordered_cells() if c.status != "PASS"]
     if notes:
         out.append("")
-        out += [f"{c.arch}/{c.kernel} {c.testcase}: {c.status}: {c.message}" for c in notes]
+        out += [f"{c.arch}/{c.kernel} {c.testcase}: {_status_and_message(c)}" for c in notes]
     warned = [c for c in matrix.ordered_cells() if c.kernel_messages]
     for c in warned:
         out.append(f"{c.arch}/{c.kernel} {c.testcase}: kernel said: {c.kernel_messages[0]}")
     return "\n".join(out)
+
+
+def _status_and_message(cell) -> str:
+    """"FAIL: message", without repeating a status the test's own line starts with."""
+    if cell.message.startswith(f"{cell.status}:"):
+        return cell.message
+    return f"{cell.status}: {cell.message}"
