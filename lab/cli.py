@@ -118,9 +118,9 @@ def cmd_run(args) -> int:
     finally:
         if runner:
             runner.stop.set()
-        killed = kill_all()
+        kill_all(closing=True)
         if exit_code is not None:
-            progress(f"interrupted: killed {killed} guest(s); writing reports for the finished cells")
+            progress("interrupted: guests killed; writing reports for the finished cells")
     cells = Journal.read(journal.path)
     meta["finished"] = _now()
     matrix = write_reports(out, cells, meta)

@@ -6,6 +6,7 @@ lab's cache (several minutes); later runs reuse them.
 
 import dataclasses
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -138,3 +139,24 @@ def test_image_build_is_cached(artifacts):
     image = ensure_image(LAB, LAB.arches[ARCH])
     assert image.initramfs.is_file()
     assert time.monotonic() - started < 5, "a cached image must not be rebuilt"
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_boot_kills_guests_and_writes_reports(artifacts, tmp_path, sig, code):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", "--arch", ARCH, "--out", str(out)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # Wait until QEMU runs (its command line is written just before it starts).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(out.glob("logs/*/*/console.log")):
+        time.sleep(0.05)
+    assert list(out.glob("logs/*/*/console.log")), "no guest was started"
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    assert "interrupted" in stderr
+    assert (out / "results.json").is_file() and (out / "matrix.html").is_file()
+    # Whatever finished is in the journal; nothing interrupted is recorded as a result.
+    for cell in Journal.read(out / "journal.jsonl"):
+        assert cell.status in ("PASS", "FAIL")
