@@ -61,48 +61,41 @@ class Artifacts:
     case_errors: dict[str, str] = field(default_factory=dict)  # a testcase failed to compile
 
 
+def _attempt(build: Callable, progress: Progress) -> tuple:
+    """Run one build; a BuildError is reported at once and returned as (None, message)."""
+    try:
+        return build(), None
+    except BuildError as exc:
+        progress(f"ERROR: {exc}")
+        return None, str(exc)
+
+
 def prepare(lab: Lab, jobs: list[Job], progress: Progress) -> dict[str, Artifacts]:
     """Build (or find in the cache) every kernel, image and testcase binary the jobs need.
 
     A build failure is recorded on the jobs it affects; other jobs are unaffected.
     """
     _, public_key = client_key()
-    images: dict[str, tuple[Path, str] | str] = {}
-    binaries: dict[tuple[str, str], TestcaseBinary | str] = {}
+    images: dict[str, tuple] = {}
+    binaries: dict[tuple[str, str], tuple] = {}
     prepared: dict[str, Artifacts] = {}
     for job in jobs:
         arch = job.arch
         if arch.name not in images:
-            try:
-                image = ensure_image(lab, arch, progress)
-                images[arch.name] = (boot_initrd(image, public_key), image.host_key)
-            except BuildError as exc:
-                images[arch.name] = str(exc)
-                progress(f"ERROR: {exc}")
+            images[arch.name] = _attempt(lambda: ensure_image(lab, arch, progress), progress)
+        image, image_error = images[arch.name]
+        kernel, kernel_error = _attempt(lambda: ensure_kernel(lab, arch, job.kernel, progress), progress)
+        art = Artifacts(kernel=kernel, error=image_error or kernel_error)
+        if image:
+            art.initrd, art.host_key = boot_initrd(image, public_key), image.host_key
         for case in job.testcases:
             if (arch.name, case.name) not in binaries:
-                try:
-                    binaries[arch.name, case.name] = ensure_testcase(lab, arch, case)
-                except BuildError as exc:
-                    binaries[arch.name, case.name] = str(exc)
-                    progress(f"ERROR: {exc}")
-        art = Artifacts()
-        image_or_error = images[arch.name]
-        if isinstance(image_or_error, str):
-            art.error = image_or_error
-        else:
-            art.initrd, art.host_key = image_or_error
-        try:
-            art.kernel = ensure_kernel(lab, arch, job.kernel, progress)
-        except BuildError as exc:
-            art.error = art.error or str(exc)
-            progress(f"ERROR: {exc}")
-        for case in job.testcases:
-            built = binaries[arch.name, case.name]
-            if isinstance(built, str):
-                art.case_errors[case.name] = built
+                binaries[arch.name, case.name] = _attempt(lambda: ensure_testcase(lab, arch, case), progress)
+            binary, error = binaries[arch.name, case.name]
+            if binary:
+                art.binaries[case.name] = binary
             else:
-                art.binaries[case.name] = built
+                art.case_errors[case.name] = error
         prepared[job.name] = art
     return prepared
 
