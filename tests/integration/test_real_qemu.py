@@ -6,6 +6,7 @@ lab's cache (several minutes); later runs reuse them.
 
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -160,3 +161,37 @@ def test_signal_mid_boot_kills_guests_and_writes_reports(artifacts, tmp_path, si
     # Whatever finished is in the journal; nothing interrupted is recorded as a result.
     for cell in Journal.read(out / "journal.jsonl"):
         assert cell.status in ("PASS", "FAIL")
+
+
+STATUS_CASES = {
+    # name: (C body of main, timeout_s)
+    "sleeper": ('puts("sleeping"); fflush(stdout); sleep(600); return 0;', 3),
+    "skipper": ('puts("SKIP: no such feature here"); return 4;', 30),
+    "broken": ('puts("ERROR: the test could not judge"); return 3;', 30),
+}
+
+
+def test_timeout_skip_and_bad_exit_codes(artifacts, repo_copy, tmp_path):
+    for name, (body, timeout) in STATUS_CASES.items():
+        (repo_copy / "testcases" / f"{name}.c").write_text(
+            f"#include <stdio.h>\n#include <unistd.h>\nint main(void) {{ {body} }}\n")
+        (repo_copy / "testcases" / f"{name}.toml").write_text(
+            f'description = "{name}"\nsource = "{name}.c"\ntimeout_s = {timeout}\n')
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", ARCH, "--kernel", "6.12",
+                           "--test", ",".join(STATUS_CASES), "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=600,
+                          env={**os.environ, "LAB_ROOT": str(repo_copy)})
+    print(proc.stdout, proc.stderr)
+    assert proc.returncode == 2, "an ERROR cell makes the run exit 2"
+    cells = {c["testcase"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
+    assert cells["sleeper"]["status"] == "TIMEOUT"
+    assert cells["sleeper"]["exit_code"] is None and cells["sleeper"]["stdout"].startswith("sleeping")
+    assert 3 <= cells["sleeper"]["duration_s"] < 30
+    assert cells["skipper"]["status"] == "SKIP"
+    assert cells["skipper"]["message"] == "SKIP: no such feature here"
+    assert cells["broken"]["status"] == "ERROR"
+    assert cells["broken"]["message"] == "exit code 3: ERROR: the test could not judge"
+    # The test that timed out may still run: the next testcases got a fresh guest.
+    assert (out / "logs/i386-pae/6.12/console-2.log").is_file()
+    assert cells["skipper"]["logs"]["console"] == "logs/i386-pae/6.12/console-2.log"
