@@ -17,6 +17,7 @@ from pathlib import Path
 from lab import cli
 from lab import config as cfg
 from lab.cache import cache_root
+from lab.images import built_image
 from lab.kernels import kernel_entry
 
 
@@ -28,10 +29,12 @@ def _build_costs(lab: cfg.Lab, arches: list[str], kernels: list[str]) -> list[st
             if meta:
                 state = "built" if meta["ok"] else "failed"
                 lines.append(f"  kernel {a}/{k}: {state} in {meta.get('seconds', '?')} s")
-    for path in sorted((cache_root() / "images").glob("*/meta.json")):
-        meta = json.loads(path.read_text())
-        if meta.get("arch") in arches:
-            lines.append(f"  image {meta['arch']} ({path.parent.name}): built in {meta.get('seconds', '?')} s")
+    for a in arches:
+        image = built_image(lab, lab.arches[a])
+        if image:
+            userland = json.loads((image.parent / "meta.json").read_text())["userland"]
+            meta = json.loads((cache_root() / "userland" / userland / "meta.json").read_text())
+            lines.append(f"  guest userland {a} (busybox, dropbear, sftp-server): built in {meta['seconds']} s")
     return lines
 
 
