@@ -180,22 +180,25 @@ def _boot_initrd_entry(image_key_: str, client_public_key: str) -> Entry:
     return Entry("boot-initrds", content_key(image_key_, client_public_key))
 
 
-def planned_initrd(lab: Lab, arch: Arch, client_public_key: str) -> Path | None:
-    """Where the boot initrd of `arch` is (or will be), without building; None if unknown yet."""
+def _known_image_key(lab: Lab, arch: Arch) -> str | None:
+    """The image key of `arch` without fetching or building anything; None before sources are fetched."""
     sources = {pkg: debian_source(pkg, fetch=False) for pkg in SOURCE_PACKAGES}
     if None in sources.values():
         return None
-    key = image_key(lab, compiler_for(arch), sources)
-    return _boot_initrd_entry(key, client_public_key).path / "initrd.cpio.gz"
+    return image_key(lab, compiler_for(arch), sources)
+
+
+def planned_initrd(lab: Lab, arch: Arch, client_public_key: str) -> Path | None:
+    """Where the boot initrd of `arch` is (or will be), without building; None if unknown yet."""
+    key = _known_image_key(lab, arch)
+    return _boot_initrd_entry(key, client_public_key).path / "initrd.cpio.gz" if key else None
 
 
 def built_image(lab: Lab, arch: Arch) -> Path | None:
     """The cached base image of `arch`, if built."""
-    sources = {pkg: debian_source(pkg, fetch=False) for pkg in SOURCE_PACKAGES}
-    if None in sources.values():
-        return None
-    entry = Entry("images", image_key(lab, compiler_for(arch), sources))
-    return entry.path / "initramfs.cpio.gz" if entry.meta() else None
+    key = _known_image_key(lab, arch)
+    entry = Entry("images", key) if key else None
+    return entry.path / "initramfs.cpio.gz" if entry and entry.meta() else None
 
 
 def boot_initrd(image: ImageArtifact, client_public_key: str) -> Path:
