@@ -26,7 +26,7 @@ from lab.remote import client_key
 from lab.report import write_reports
 from lab.report.terminal import render_text
 from lab.results import Journal, run_exit_code
-from lab.scheduler import Runner, plan_jobs, prepare
+from lab.scheduler import PortAllocator, Runner, plan_jobs, prepare
 from lab.testcases import ensure_testcase, testcase_entry
 from lab.toolchain import compiler_for, qemu_binary
 
@@ -88,12 +88,14 @@ def cmd_run(args) -> int:
     jobs = plan_jobs(lab, arches, kernels, tests)
     if args.dry_run:
         _, public_key = client_key()
+        ports = PortAllocator()
         for job in jobs:
             initrd = planned_initrd(lab, job.arch, public_key) or Path("<initrd: not built yet>")
             kernel = kernel_entry(lab, job.arch, job.kernel).path / "image"
-            argv = qemu_argv(job.arch, kernel=kernel, initrd=initrd, ssh_port=0, accel=args.accel,
+            # A port free now, so the line can be run by hand; a real run picks its own.
+            argv = qemu_argv(job.arch, kernel=kernel, initrd=initrd, ssh_port=ports.take(), accel=args.accel,
                              binary=qemu_binary(job.arch))
-            print(f"# {job.name}: {', '.join(t.name for t in job.testcases)} (SSH port chosen at start)")
+            print(f"# {job.name}: {', '.join(t.name for t in job.testcases)}")
             print(shlex.join(argv))
         return 0
 
