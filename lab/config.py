@@ -38,6 +38,7 @@ class KernelBuild:
 class Toolchain:
     triple: str  # gcc-<triple>, CROSS_COMPILE=<triple>-
     package: str  # Debian package that provides <triple>-gcc
+    libc_package: str  # Debian package with the static C library and headers for <triple>
 
 
 @dataclass(frozen=True)

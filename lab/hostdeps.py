@@ -19,7 +19,7 @@ BASE_PACKAGES = (
 def packages(lab: Lab) -> list[str]:
     wanted = list(BASE_PACKAGES)
     for arch in lab.arches.values():
-        wanted += [arch.qemu.package, arch.toolchain.package]
+        wanted += [arch.qemu.package, arch.toolchain.package, arch.toolchain.libc_package]
     wanted += [k.package for k in lab.kernels.values()]
     return list(dict.fromkeys(wanted))
 

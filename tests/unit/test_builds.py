@@ -46,6 +46,8 @@ def test_fragments_merge_and_check():
     assert unmet_options("CONFIG_SWAP=y\nCONFIG_NR_CPUS=4\n", wanted) == []
     assert unmet_options("# CONFIG_SWAP is not set\nCONFIG_64BIT=y\nCONFIG_NR_CPUS=4\n", wanted) == [
         "CONFIG_SWAP=y", "# CONFIG_64BIT is not set"]
+    # An option this kernel version does not define at all is not held against it.
+    assert unmet_options("CONFIG_64BIT=y\n", wanted, defined={"CONFIG_64BIT"}) == ["# CONFIG_64BIT is not set"]
 
 
 @pytest.mark.skipif(not shutil.which("cpio"), reason="cpio(1) not installed")

@@ -29,7 +29,7 @@ def fake_host(tmp_path, repo_copy, isolated_cache, monkeypatch):
 
 def test_unknown_arch(fake_host, capsys):
     assert main(["run", "--arch", "vax"]) == 2
-    assert capsys.readouterr().err.strip() == "lab: error: unknown arch 'vax' (known: i386-pae)"
+    assert capsys.readouterr().err.strip().startswith("lab: error: unknown arch 'vax' (known: i386-pae, ")
 
 
 def test_unknown_testcase(fake_host, capsys):

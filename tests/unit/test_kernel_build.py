@@ -41,6 +41,7 @@ def fake_kernel(tmp_path, isolated_cache, monkeypatch):
         tree = tmp_path / f"src-{name}" / "linux"
         tree.mkdir(parents=True)
         (tree / "Makefile").write_text(MAKEFILE)
+        (tree / "Kconfig").write_text("config TMPFS\n\tbool\n\nmenuconfig SWAP\n\tbool \"swap\"\n")
         if marker:
             (tree / marker).write_text("")
         tarball = tmp_path / f"{name}.tar.xz"
