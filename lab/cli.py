@@ -85,7 +85,7 @@ def cmd_run(args) -> int:
     lab = cfg.load_lab()
     arches, kernels, tests = _selection(lab, args)
     _check_host(lab, arches)
-    jobs = plan_jobs(lab, arches, kernels, tests)
+    jobs = plan_jobs(lab, arches, kernels, tests, kernels_chosen=bool(args.kernel))
     if args.dry_run:
         _, public_key = client_key()
         ports = PortAllocator()

@@ -78,9 +78,24 @@ class Arch:
 
 @dataclass(frozen=True)
 class KernelSource:
+    """Where a kernel's source comes from: exactly one of debian_package, tarball, git."""
+
     name: str
-    tarball: str  # kernel source tarball, e.g. what Debian's linux-source-X installs
-    package: str  # Debian package that provides the tarball
+    # A Debian linux-source-X package: the installed /usr/src/X.tar.xz, or with
+    # suite/version, that version fetched with apt-get download (not installed).
+    debian_package: str | None = None
+    suite: str | None = None
+    version: str | None = None
+    tarball: str | None = None  # a kernel source tarball (top directory stripped)
+    git: str | None = None  # a local git tree
+    ref: str = "HEAD"
+    # Arches this kernel is in the default plan for (empty: all); --kernel overrides.
+    arches: tuple[str, ...] = ()
+
+    @property
+    def package(self) -> str:
+        """What to install when the source is missing (for messages)."""
+        return self.debian_package or "none: the path is configured in configs/lab.toml"
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,21 @@ ALLOWED_NEEDS = ("swap", "blockdev")
 
 
 @dataclass(frozen=True)
+class Expectation:
+    """A known result: e.g. swp_exclusive FAILs on 6.1 for arches whose fix landed in 6.3."""
+
+    testcase: str
+    reason: str
+    status: str = field(default="FAIL", metadata=_choices("FAIL"))
+    arches: tuple[str, ...] = ()  # empty: every arch
+    kernels: tuple[str, ...] = ()  # empty: every kernel
+
+    def applies(self, arch: str, kernel: str, testcase: str) -> bool:
+        return (testcase == self.testcase and (not self.arches or arch in self.arches)
+                and (not self.kernels or kernel in self.kernels))
+
+
+@dataclass(frozen=True)
 class Plan:
     arches: tuple[str, ...]
     kernels: tuple[str, ...]
@@ -110,6 +140,10 @@ class Lab:
     kernels: typing.Mapping[str, KernelSource]
     testcases: typing.Mapping[str, Testcase]
     plan: Plan
+    expectations: tuple[Expectation, ...] = ()
+
+    def expectation(self, arch: str, kernel: str, testcase: str) -> Expectation | None:
+        return next((e for e in self.expectations if e.applies(arch, kernel, testcase)), None)
 
     @property
     def kernel_fragments_dir(self) -> Path:
@@ -213,25 +247,40 @@ def load_testcase(path: Path, root: Path) -> Testcase:
     return case
 
 
+def _kernel_source(name: str, table: dict, where: str) -> KernelSource:
+    source = _from_table(KernelSource, table, where, name=name)
+    kinds = [k for k in ("debian_package", "tarball", "git") if getattr(source, k)]
+    if len(kinds) != 1:
+        raise ConfigError(f"{where}: give exactly one of debian_package, tarball, git (got {', '.join(kinds) or 'none'})")
+    if (source.suite or source.version) and not source.debian_package:
+        raise ConfigError(f"{where}: suite and version go with debian_package")
+    if source.suite and source.version:
+        raise ConfigError(f"{where}: give suite or version, not both")
+    if "ref" in table and not source.git:
+        raise ConfigError(f"{where}: ref goes with git")
+    return source
+
+
 def load_lab(root: Path | None = None) -> Lab:
     """Load every config file under `root` (default: $LAB_ROOT or the repository)."""
     root = Path(root or os.environ.get("LAB_ROOT") or REPO_ROOT)
     lab_toml = root / "configs" / "lab.toml"
     where = _rel(lab_toml, root)
     data = _read_toml(lab_toml, root)
-    unknown = sorted(set(data) - {"plan", "kernels"})
+    unknown = sorted(set(data) - {"plan", "kernels", "expect"})
     if unknown:
-        raise ConfigError(f"{where}: unknown table '{unknown[0]}' (allowed: plan, kernels)")
+        raise ConfigError(f"{where}: unknown table '{unknown[0]}' (allowed: plan, kernels, expect)")
     kernels_table = data.get("kernels", {})
     if not isinstance(kernels_table, dict):
         raise ConfigError(f"{where}: [kernels] must be a table of kernel names")
-    kernels = {
-        name: _from_table(KernelSource, table, f"{where}: kernels.{name}", name=name)
-        for name, table in kernels_table.items()
-    }
+    kernels = {name: _kernel_source(name, table, f"{where}: kernels.{name}") for name, table in kernels_table.items()}
     arches = {p.stem: load_arch(p, root) for p in sorted((root / "configs" / "arches").glob("*.toml"))}
     testcases = {p.stem: load_testcase(p, root) for p in sorted((root / "testcases").glob("*.toml"))}
     plan = _from_table(Plan, data.get("plan", {}), f"{where}: plan")
+    for kernel in kernels.values():
+        for arch in kernel.arches:
+            if arch not in arches:
+                raise ConfigError(f"{where}: kernels.{kernel.name}.arches: unknown arch {arch!r} (known: {', '.join(arches)})")
     for label, kind, names, known in (
         ("arches", "arch", plan.arches, arches),
         ("kernels", "kernel", plan.kernels, kernels),
@@ -240,7 +289,23 @@ def load_lab(root: Path | None = None) -> Lab:
         for name in names:
             if name not in known:
                 raise ConfigError(f"{where}: plan.{label}: unknown {kind} {name!r} (known: {', '.join(known)})")
-    return Lab(root=root, arches=arches, kernels=kernels, testcases=testcases, plan=plan)
+    expect_tables = data.get("expect", [])
+    if not isinstance(expect_tables, list):
+        raise ConfigError(f"{where}: expect must be an array of tables ([[expect]])")
+    expectations = tuple(_expectation(t, f"{where}: expect[{i}]", arches, kernels, testcases)
+                         for i, t in enumerate(expect_tables))
+    return Lab(root=root, arches=arches, kernels=kernels, testcases=testcases, plan=plan,
+               expectations=expectations)
+
+
+def _expectation(table, where: str, arches, kernels, testcases) -> Expectation:
+    exp = _convert(table, Expectation, where)
+    for label, names, known in (("testcase", [exp.testcase], testcases), ("arches", exp.arches, arches),
+                                ("kernels", exp.kernels, kernels)):
+        for name in names:
+            if name not in known:
+                raise ConfigError(f"{where}.{label}: unknown name {name!r} (known: {', '.join(known)})")
+    return exp
 
 
 def pick(kind: str, requested: str | None, known: typing.Mapping, default: tuple[str, ...]) -> list[str]:

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Callable
 
 from lab.buildlog import first_error_line, jobs, run_logged
-from lab.cache import Entry, content_key, file_digest
+from lab.cache import Entry, content_key
 from lab.config import Arch, KernelSource, Lab
-from lab.errors import BuildError, MissingToolError
+from lab.errors import BuildError
+from lab.sources import resolve, source_tree
 from lab.toolchain import Compiler, compiler_for, require_tool
 
 # Bump when the build procedure changes in a way that changes its output.
@@ -36,17 +37,10 @@ def _fragments(lab: Lab, arch: Arch) -> list[Path]:
     return [lab.kernel_fragments_dir / "common.config", lab.kernel_fragments_dir / arch.kernel.fragment]
 
 
-def _tarball(source: KernelSource) -> Path:
-    path = Path(source.tarball)
-    if not path.is_file():
-        raise MissingToolError(f"kernel source {path} (kernel {source.name})", source.package)
-    return path
-
-
 def kernel_key(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler) -> str:
     return content_key(
         RECIPE_VERSION,
-        file_digest(_tarball(source)),
+        resolve(source).identity,
         *(p.read_bytes() for p in _fragments(lab, arch)),
         arch.kernel.make_arch, arch.kernel.image_target, arch.kernel.image_path,
         compiler.version,
@@ -101,20 +95,6 @@ def defined_symbols(tree: Path) -> set[str]:
     return symbols
 
 
-def _source_tree(source: KernelSource, progress: Progress) -> Path:
-    """The unpacked kernel tarball, shared by every arch that builds this source."""
-    tarball = _tarball(source)
-    entry = Entry("kernel-sources", file_digest(tarball)[:20])
-    with entry.lock():
-        if entry.meta() is None:
-            progress(f"unpacking {tarball}")
-            with entry.building() as work:
-                run_logged(["tar", "-xf", str(tarball), "-C", str(work), "--strip-components=1"],
-                           work / "unpack.log", what=f"unpacking {tarball}")
-                entry.publish(work, {"tarball": str(tarball)})
-    return entry.path
-
-
 def ensure_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Progress = lambda _: None) -> KernelArtifact:
     """The built kernel for (arch, source): from the cache, or built now.
 
@@ -140,7 +120,7 @@ def ensure_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Progress
 
 
 def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, entry: Entry, progress: Progress) -> dict:
-    tree = _source_tree(source, progress)
+    tree = source_tree(source, progress)
     what = f"kernel {source.name} for {arch.name}"
     # The log lives beside the entry while building, so a failure can name it.
     log = entry.path.parent / f"{entry.key}.build.log"

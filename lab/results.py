@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # ERROR: the lab could not get an answer (build, boot, SSH, push, guest crash).
-STATUSES = ("PASS", "FAIL", "SKIP", "ERROR", "TIMEOUT")
+# XFAIL: a FAIL the configs expect; XPASS: a PASS where they expect a FAIL.
+STATUSES = ("PASS", "FAIL", "XFAIL", "XPASS", "SKIP", "ERROR", "TIMEOUT")
+# What the test itself said, for statuses that an expectation renamed.
+_OUTCOME = {"XFAIL": "FAIL", "XPASS": "PASS"}
 
 # kselftest exit codes; anything else means the test could not judge: ERROR.
 EXIT_STATUS = {0: "PASS", 1: "FAIL", 4: "SKIP"}
@@ -36,10 +39,26 @@ class CellResult:
     kernel_messages: list[str] = field(default_factory=list)
     logs: dict[str, str] = field(default_factory=dict)  # name -> path relative to the run dir
     timings: dict[str, float] = field(default_factory=dict)  # seconds since QEMU start
+    expected: str = ""  # the declared expected status, if any (e.g. "FAIL")
+    expected_reason: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"unknown status {self.status!r}")
+
+    @property
+    def outcome(self) -> str:
+        """The actual result, before an expectation renamed it (XFAIL -> FAIL)."""
+        return _OUTCOME.get(self.status, self.status)
+
+    def apply_expectation(self, status: str, reason: str) -> None:
+        """Record what the configs expect and rename a matching/contradicting outcome."""
+        self.expected, self.expected_reason = status, reason
+        if status == "FAIL" and self.status == "FAIL":
+            self.status = "XFAIL"
+        elif status == "FAIL" and self.status == "PASS":
+            self.status = "XPASS"
+            self.message = f"expected FAIL ({reason}) but it passed: {self.message}"
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -60,11 +79,11 @@ def status_for_exit(exit_code: int | None) -> str:
 
 
 def run_exit_code(cells: list[CellResult]) -> int:
-    """0: nothing failed; 1: a test FAILed or TIMEOUTed; 2: the lab could not answer (ERROR)."""
+    """0: nothing unexpected; 1: an unexpected FAIL, an XPASS or a TIMEOUT; 2: an ERROR."""
     statuses = {c.status for c in cells}
     if "ERROR" in statuses:
         return 2
-    if statuses & {"FAIL", "TIMEOUT"}:
+    if statuses & {"FAIL", "XPASS", "TIMEOUT"}:
         return 1
     return 0
 

@@ -44,9 +44,13 @@ class Job:
         return f"{self.arch.name}/{self.kernel.name}"
 
 
-def plan_jobs(lab: Lab, arches: list[str], kernels: list[str], tests: list[str]) -> list[Job]:
+def plan_jobs(lab: Lab, arches: list[str], kernels: list[str], tests: list[str],
+              kernels_chosen: bool = False) -> list[Job]:
+    """arches x kernels; a kernel that declares its arches is only paired with those,
+    unless the user chose the kernels explicitly (--kernel)."""
     cases = tuple(lab.testcases[t] for t in tests)
-    return [Job(lab.arches[a], lab.kernels[k], cases) for a in arches for k in kernels]
+    return [Job(lab.arches[a], lab.kernels[k], cases) for a in arches for k in kernels
+            if kernels_chosen or not lab.kernels[k].arches or a in lab.kernels[k].arches]
 
 
 @dataclass
@@ -178,6 +182,9 @@ class Runner:
     def record(self, cell: CellResult) -> None:
         if self.stop.is_set():
             return  # an interrupted cell is not a result; a resumed run would run it again
+        expectation = self.lab.expectation(cell.arch, cell.kernel, cell.testcase)
+        if expectation:
+            cell.apply_expectation(expectation.status, expectation.reason)
         self.journal.append(cell)
         with self._lock:
             self._cells.append(cell)

@@ -15,6 +15,11 @@ def _test_case(cell) -> TestCase:
     details = cell.console if cell.console else None
     if cell.status == "FAIL":
         case.add_failure_info(message=cell.message, output=details, failure_type="FAIL")
+    elif cell.status == "XFAIL":
+        # Not a failure for Jenkins, but the expectation and its reason stay visible.
+        case.add_skipped_info(message=f"XFAIL: expected FAIL ({cell.expected_reason}): {cell.message}")
+    elif cell.status == "XPASS":
+        case.add_failure_info(message=f"XPASS: {cell.message}", output=details, failure_type="XPASS")
     elif cell.status == "TIMEOUT":
         case.add_failure_info(message=f"TIMEOUT: {cell.message}", output=details, failure_type="TIMEOUT")
     elif cell.status == "ERROR":

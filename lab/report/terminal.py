@@ -23,10 +23,10 @@ def render_text(matrix: Matrix) -> str:
 
     out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(r) for r in rows]
-    notes = [c for c in matrix.ordered_cells() if c.status != "PASS"]
+    notes = [c for c in matrix.ordered_cells() if c.status != "PASS" or c.expected]
     if notes:
         out.append("")
-        out += [f"{c.arch}/{c.kernel} {c.testcase}: {_status_and_message(c)}" for c in notes]
+        out += [f"{c.arch}/{c.kernel} {c.testcase}: {_status_and_message(c)}{_expected(c)}" for c in notes]
     warned = [c for c in matrix.ordered_cells() if c.kernel_messages]
     for c in warned:
         out.append(f"{c.arch}/{c.kernel} {c.testcase}: kernel said: {c.kernel_messages[0]}")
@@ -37,4 +37,13 @@ def _status_and_message(cell) -> str:
     """"FAIL: message", without repeating a status the test's own line starts with."""
     if cell.message.startswith(f"{cell.status}:"):
         return cell.message
+    if cell.status != cell.outcome and cell.message.startswith(f"{cell.outcome}:"):
+        return f"{cell.status}: {cell.message[len(cell.outcome) + 1:].strip()}"
     return f"{cell.status}: {cell.message}"
+
+
+def _expected(cell) -> str:
+    """Expected next to actual, wherever the configs declare an expectation."""
+    if not cell.expected:
+        return ""
+    return f" [expected {cell.expected}, actual {cell.outcome}: {cell.expected_reason}]"

@@ -15,13 +15,23 @@ def fake_host(tmp_path, repo_copy, isolated_cache, monkeypatch):
     for tool in ("qemu-system-i386", "i686-linux-gnu-gcc"):
         (bindir / tool).write_text("#!/bin/sh\necho 'fake 1.0'\n")
         (bindir / tool).chmod(0o755)
-    lab_toml = repo_copy / "configs/lab.toml"
-    text = lab_toml.read_text()
+    fakes = []
     for version in ("6.1", "6.12"):
-        fake = tmp_path / f"linux-source-{version}.tar.xz"
+        fake = tmp_path / f"linux-{version}.tar.xz"
         fake.write_bytes(b"not really a tarball " + version.encode())
-        text = text.replace(f"/usr/src/linux-source-{version}.tar.xz", str(fake))
-    lab_toml.write_text(text)
+        fakes.append(fake)
+    (repo_copy / "configs/lab.toml").write_text(f"""
+[plan]
+arches = ["i386-pae"]
+kernels = ["6.1", "6.12"]
+testcases = ["swp_exclusive"]
+[kernels."6.1"]
+tarball = "{fakes[0]}"
+[kernels."6.12"]
+tarball = "{fakes[1]}"
+[kernels."0.0"]
+debian_package = "linux-source-0.0"
+""")
     monkeypatch.setenv("LAB_ROOT", str(repo_copy))
     monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
     return repo_copy
@@ -53,10 +63,13 @@ def test_missing_qemu_names_the_package(fake_host, capsys, monkeypatch):
         "lab: error: qemu-system-i386 not found: install the Debian package 'qemu-system-x86' (or run ./just setup)")
 
 
-def test_missing_kernel_source_names_the_package(fake_host, capsys):
-    (fake_host.parent / "linux-source-6.12.tar.xz").unlink()
+def test_missing_kernel_source_names_the_file_or_package(fake_host, capsys):
+    (fake_host.parent / "linux-6.12.tar.xz").unlink()
     assert main(["run", "--dry-run"]) == 2
-    assert "install the Debian package 'linux-source-6.12'" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == (
+        f"lab: error: kernel 6.12: tarball {fake_host.parent / 'linux-6.12.tar.xz'} does not exist")
+    assert main(["run", "--dry-run", "--kernel", "0.0"]) == 2
+    assert "install the Debian package 'linux-source-0.0'" in capsys.readouterr().err
 
 
 def test_bad_jobs_value(fake_host, capsys):

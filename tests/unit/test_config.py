@@ -55,7 +55,7 @@ def test_malformed_toml(repo_copy):
 
 
 def test_plan_names_unknown_arch(repo_copy):
-    _edit(repo_copy / "configs/lab.toml", 'arches = ["i386-pae"]', 'arches = ["vax"]')
+    _edit(repo_copy / "configs/lab.toml", 'arches = ["i386-pae", ', 'arches = ["vax", ')
     with pytest.raises(ConfigError, match=r"plan.arches: unknown arch 'vax' \(known: i386-pae"):
         load_lab(repo_copy)
 
@@ -77,3 +77,24 @@ def test_pick_rejects_unknown_names():
     assert pick("kernel", "6.12,6.1", LAB.kernels, ()) == ["6.12", "6.1"]
     with pytest.raises(UserError, match=r"unknown kernel '5.4' \(known: 6.1, 6.12"):
         pick("kernel", "5.4", LAB.kernels, ())
+
+
+def test_kernel_source_kinds_are_exclusive(repo_copy):
+    _edit(repo_copy / "configs/lab.toml", 'debian_package = "linux-source-6.1"',
+          'debian_package = "linux-source-6.1"\ntarball = "/x.tar.xz"')
+    with pytest.raises(ConfigError, match=r"kernels.6.1: give exactly one of debian_package, tarball, git "
+                                          r"\(got debian_package, tarball\)"):
+        load_lab(repo_copy)
+
+
+def test_expectation_names_are_checked(repo_copy):
+    _edit(repo_copy / "configs/lab.toml", 'kernels = ["6.1"]\narches', 'kernels = ["5.10"]\narches')
+    with pytest.raises(ConfigError, match=r"expect\[0\]\.kernels: unknown name '5.10'"):
+        load_lab(repo_copy)
+
+
+def test_expectations_match_the_seed_facts():
+    for arch in ("i386", "i386-pae", "sparc64", "riscv64"):
+        assert LAB.expectation(arch, "6.1", "swp_exclusive").status == "FAIL"
+    assert LAB.expectation("x86_64", "6.1", "swp_exclusive") is None
+    assert LAB.expectation("i386", "6.12", "swp_exclusive") is None

@@ -83,3 +83,41 @@ def test_matrix_marks_cells_not_run(tmp_path):
     matrix = write_reports(tmp_path, _cells()[:1], META)
     assert "| swp_exclusive | FAIL           | -               |" in render_text(matrix)
     assert "not run" in (tmp_path / "matrix.html").read_text()
+
+
+def _expected_cells():
+    xfail = CellResult("i386", "6.1", "swp_exclusive", "FAIL", "FAIL: page was replaced during COW", exit_code=1)
+    xfail.apply_expectation("FAIL", "fixed in 6.3")
+    xpass = CellResult("sparc64", "6.1", "swp_exclusive", "PASS", "PASS: page was not replaced during COW")
+    xpass.apply_expectation("FAIL", "fixed in 6.3")
+    error = CellResult("riscv64", "6.1", "swp_exclusive", "ERROR", "guest did not boot")
+    error.apply_expectation("FAIL", "fixed in 6.3")
+    return xfail, xpass, error
+
+
+def test_expectations_rename_outcomes():
+    xfail, xpass, error = _expected_cells()
+    assert (xfail.status, xfail.outcome, xfail.expected) == ("XFAIL", "FAIL", "FAIL")
+    assert (xpass.status, xpass.outcome) == ("XPASS", "PASS")
+    assert xpass.message == "expected FAIL (fixed in 6.3) but it passed: PASS: page was not replaced during COW"
+    assert (error.status, error.outcome) == ("ERROR", "ERROR")  # an infra problem stays an infra problem
+    assert run_exit_code([xfail]) == 0
+    assert run_exit_code([xfail, xpass]) == 1
+
+
+def test_reports_show_expected_and_actual(tmp_path):
+    meta = {**META, "arches": ["i386", "sparc64", "riscv64"], "kernels": ["6.1"], "testcases": ["swp_exclusive"]}
+    matrix = write_reports(tmp_path, list(_expected_cells()), meta)
+    text = render_text(matrix)
+    assert "| swp_exclusive | XFAIL      | XPASS         | ERROR         |" in text
+    assert ("i386/6.1 swp_exclusive: XFAIL: page was replaced during COW "
+            "[expected FAIL, actual FAIL: fixed in 6.3]") in text
+    root = ET.parse(tmp_path / "junit.xml").getroot()
+    cases = {tc.get("classname"): tc for tc in root.iter("testcase")}
+    assert cases["lab.i386.6.1"].find("skipped").get("message").startswith("XFAIL: expected FAIL (fixed in 6.3)")
+    assert cases["lab.i386.6.1"].find("failure") is None
+    assert cases["lab.sparc64.6.1"].find("failure").get("type") == "XPASS"
+    html = (tmp_path / "matrix.html").read_text()
+    assert 'class="status XFAIL"' in html and "expected FAIL, actual FAIL" in html
+    page = (tmp_path / "cells/sparc64__6.1__swp_exclusive.html").read_text()
+    assert "<th>expected</th><td>FAIL: fixed in 6.3</td>" in page and "<th>actual</th><td>PASS</td>" in page

@@ -1,0 +1,123 @@
+"""Kernel sources: from a Debian package, a tarball, or a git tree, unpacked once into the cache.
+
+Each source resolves to an identity (what the tree's content depends on: a
+tarball's sha256, a package version, a commit) that is part of every kernel
+cache key built from it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from lab.buildlog import run_logged
+from lab.cache import Entry, content_key, file_digest
+from lab.config import KernelSource
+from lab.errors import BuildError, MissingToolError, UserError
+from lab.toolchain import require_tool
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    identity: str  # stable for the same content
+    description: str  # for logs and reports, e.g. "linux-source-6.12 6.12.95-1~bpo12+1"
+
+
+def _installed_tarball(source: KernelSource) -> Path:
+    path = Path(source.tarball or f"/usr/src/{source.debian_package}.tar.xz")
+    if not path.is_file():
+        if source.debian_package:
+            raise MissingToolError(f"kernel source {path} (kernel {source.name})", source.debian_package)
+        raise UserError(f"kernel {source.name}: tarball {path} does not exist")
+    return path
+
+
+def _apt_version(source: KernelSource) -> str:
+    """The version to fetch: as declared, or the newest the declared suite offers (apt's local lists)."""
+    if source.version:
+        return source.version
+    out = subprocess.run(["apt-cache", "madison", source.debian_package], capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, check=False).stdout
+    # "pkg | version | URI suite/component arch Packages", newest first
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split("|")]
+        where = parts[2].split() if len(parts) >= 3 else []
+        if len(where) >= 3 and where[-1] == "Packages" and where[1].split("/")[0] == source.suite:
+            return parts[1]
+    raise UserError(f"kernel {source.name}: {source.debian_package} is not offered by suite '{source.suite}' "
+                    f"(is {source.suite} in the apt sources? ./just setup adds the suites configs/lab.toml names)")
+
+
+def _git_commit(source: KernelSource) -> str:
+    require_tool("git", "git")
+    proc = subprocess.run(["git", "-C", source.git, "rev-parse", "--verify", f"{source.ref}^{{commit}}"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    if proc.returncode != 0:
+        raise UserError(f"kernel {source.name}: no commit '{source.ref}' in git tree {source.git}")
+    return proc.stdout.strip()
+
+
+def resolve(source: KernelSource) -> ResolvedSource:
+    """What the source is, without unpacking it (cheap: run at every `lab run`)."""
+    if source.git:
+        commit = _git_commit(source)
+        return ResolvedSource(f"git:{commit}", f"{source.git} {commit[:12]}")
+    if source.debian_package and (source.suite or source.version):
+        version = _apt_version(source)
+        return ResolvedSource(f"deb:{source.debian_package}={version}", f"{source.debian_package} {version}")
+    tarball = _installed_tarball(source)
+    # The bare sha256 (no prefix) keeps kernel cache keys of tarball sources stable.
+    return ResolvedSource(file_digest(tarball), str(tarball))
+
+
+def source_tree(source: KernelSource, progress: Progress) -> Path:
+    """The unpacked source tree, shared by every arch that builds it."""
+    resolved = resolve(source)
+    entry = Entry("kernel-sources", content_key(resolved.identity))
+    with entry.lock():
+        if entry.meta() is None:
+            progress(f"unpacking kernel {source.name} ({resolved.description})")
+            with entry.building() as work:
+                log = work.parent / f"{entry.key}.unpack.log"
+                log.unlink(missing_ok=True)
+                _unpack(source, work, log)
+                entry.publish(work, {"kernel": source.name, "source": resolved.description})
+    return entry.path
+
+
+def _unpack(source: KernelSource, work: Path, log: Path) -> None:
+    what = f"unpacking kernel {source.name}"
+    if source.git:
+        commit = _git_commit(source)
+        with log.open("ab") as fh:
+            git = subprocess.Popen(["git", "-C", source.git, "archive", "--format=tar", commit],
+                                   stdout=subprocess.PIPE, stderr=fh, stdin=subprocess.DEVNULL)
+            tar = subprocess.run(["tar", "-x", "-C", str(work)], stdin=git.stdout, stderr=fh, check=False)
+            git.stdout.close()
+            git.wait()
+        if git.returncode or tar.returncode:
+            raise BuildError(f"{what}: git archive {commit[:12]} | tar failed (log: {log})")
+        return
+    if source.debian_package and (source.suite or source.version):
+        version = _apt_version(source)
+        debs = work.parent / f"{work.name}-deb"
+        debs.mkdir(exist_ok=True)
+        try:
+            run_logged(["apt-get", "download", "-q", f"{source.debian_package}={version}"], log, cwd=debs,
+                       what=f"apt-get download {source.debian_package}={version}")
+            (deb,) = debs.glob("*.deb")
+            run_logged(["dpkg-deb", "-x", str(deb), str(debs / "root")], log, what=f"unpacking {deb.name}")
+            tarball = debs / "root" / "usr" / "src" / f"{source.debian_package}.tar.xz"
+            if not tarball.is_file():
+                raise BuildError(f"{what}: {deb.name} has no usr/src/{source.debian_package}.tar.xz")
+            run_logged(["tar", "-xf", str(tarball), "-C", str(work), "--strip-components=1"], log, what=what)
+        finally:
+            shutil.rmtree(debs, ignore_errors=True)
+        return
+    tarball = _installed_tarball(source)
+    run_logged(["tar", "-xf", str(tarball), "-C", str(work), "--strip-components=1"], log, what=what)
