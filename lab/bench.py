@@ -43,11 +43,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch")
     parser.add_argument("--kernel")
     parser.add_argument("--test")
-    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("-j", "--jobs", default=str(os.cpu_count() or 1),
+                        help="guests at once; a list such as 1,2 runs the plan once per value and "
+                             "compares wall times (parallel efficiency)")
     parser.add_argument("--out", help="result directory (default: a new temporary directory)")
     args = parser.parse_args(argv)
-    out = args.out or tempfile.mkdtemp(prefix="lab-bench-")
-    run_args = ["run", "--out", out, "-j", str(args.jobs)]
+    walls = {}
+    for jobs in [int(j) for j in args.jobs.split(",")]:
+        code, wall, out = _run(args, jobs)
+        walls[jobs] = wall
+    if len(walls) > 1:
+        base_jobs, base = min(walls.items())
+        print("\nparallel efficiency (same plan, warm cache):")
+        for jobs, wall in sorted(walls.items()):
+            speedup = base / wall
+            print(f"  -j {jobs}: {wall:6.1f} s, speed-up {speedup:.2f}x over -j {base_jobs}, "
+                  f"efficiency {speedup / (jobs / base_jobs):.0%}")
+    # A FAIL is a finding, not a benchmark failure; an ERROR means the numbers are incomplete.
+    return 2 if code == 2 else 0
+
+
+def _run(args, jobs: int) -> tuple[int, float, str]:
+    out = args.out if args.out and "," not in args.jobs else tempfile.mkdtemp(prefix="lab-bench-")
+    run_args = ["run", "--out", out, "-j", str(jobs)]
     for flag in ("arch", "kernel", "test"):
         if getattr(args, flag):
             run_args += [f"--{flag}", getattr(args, flag)]
@@ -57,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(out) / "results.json"
     if not results.is_file():
         print(f"bench: the run wrote no results (exit {code})")
-        return code or 2
+        return code or 2, wall, out
     data = json.loads(results.read_text())
     print("\nper cell, seconds after QEMU start:")
     print(f"  {'cell':36} {'status':8} {'ready':>7} {'ssh':>7} {'done':>7} {'test':>7}")
@@ -66,14 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         cols = [f"{t[k]:7.2f}" if k in t else f"{'-':>7}" for k in ("ready_s", "ssh_s", "test_done_s")]
         print(f"  {c['arch'] + '/' + c['kernel'] + ' ' + c['testcase']:36} {c['status']:8} {' '.join(cols)} "
               f"{c['duration_s']:7.2f}")
-    print(f"\nwall time of the run (-j {args.jobs}): {wall:.1f} s, exit code {code}")
+    print(f"\nwall time of the run (-j {jobs}): {wall:.1f} s, exit code {code}")
     lab = cfg.load_lab()
     costs = _build_costs(lab, data["run"]["arches"], data["run"]["kernels"])
     if costs:
         print("cached build costs (when built):")
         print("\n".join(costs))
-    # A FAIL is a finding, not a benchmark failure; an ERROR means the numbers are incomplete.
-    return 2 if code == 2 else 0
+    return code, wall, out
 
 
 if __name__ == "__main__":

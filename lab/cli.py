@@ -103,7 +103,8 @@ def cmd_run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     progress = _Progress()
     meta = {"run_id": out.name, "started": _now(), "finished": "", "host": socket.gethostname(),
-            "arches": arches, "kernels": kernels, "testcases": tests, "command": sys.argv[1:]}
+            "arches": arches, "kernels": kernels, "testcases": tests, "command": sys.argv[1:],
+            "jobs": [[j.arch.name, j.kernel.name] for j in jobs]}
     journal = Journal(out / "journal.jsonl")
     progress(f"run {out}: {len(jobs)} jobs ({', '.join(j.name for j in jobs)}), "
              f"{len(jobs) * len(tests)} cells, -j {args.jobs}")
@@ -120,7 +121,7 @@ def cmd_run(args) -> int:
     finally:
         if runner:
             runner.stop.set()
-        kill_all(closing=True)
+        kill_all(closing=exit_code is not None)
         if exit_code is not None:
             progress("interrupted: guests killed; writing reports for the finished cells")
     cells = Journal.read(journal.path)

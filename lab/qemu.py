@@ -58,6 +58,13 @@ _live_lock = threading.Lock()
 _closing = False
 
 
+def allow_starts() -> None:
+    """A new run in this process may start QEMU again (after an interrupted one)."""
+    global _closing
+    with _live_lock:
+        _closing = False
+
+
 def kill_all(closing: bool = False) -> int:
     """Kill every QEMU this process started and has not reaped; returns how many.
 

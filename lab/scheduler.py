@@ -21,7 +21,7 @@ from lab.console import BootState, kernel_problems, panic_line, tail
 from lab.errors import BootError, BuildError, InfraError
 from lab.images import boot_initrd, ensure_image
 from lab.kernels import KernelArtifact, ensure_kernel
-from lab.qemu import QemuProcess, kill_all, qemu_argv
+from lab.qemu import QemuProcess, allow_starts, kill_all, qemu_argv
 from lab.remote import Remote, client_key, wait_for_banner
 from lab.results import CellResult, Journal, status_for_exit
 from lab.testcases import TestcaseBinary, ensure_testcase
@@ -159,6 +159,7 @@ class Runner:
         self.stop = threading.Event()
         self.ports = PortAllocator()
         self.client_key, _ = client_key()
+        allow_starts()
         self._cells: list[CellResult] = []
         self._lock = threading.Lock()
 

@@ -20,7 +20,7 @@ class Matrix:
         arches = _ordered(meta.get("arches", []), [c.arch for c in cells])
         kernels = _ordered(meta.get("kernels", []), [c.kernel for c in cells])
         present = {(c.arch, c.kernel) for c in cells}
-        planned = {(a, k) for a in meta.get("arches", []) for k in meta.get("kernels", [])}
+        planned = {(a, k) for a, k in meta.get("jobs", [])}
         columns = [(a, k) for a in arches for k in kernels if (a, k) in present | planned]
         rows = _ordered(meta.get("testcases", []), [c.testcase for c in cells])
         return cls(columns=columns, rows=rows, cells={c.key: c for c in cells}, meta=meta)

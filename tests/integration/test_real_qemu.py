@@ -195,3 +195,41 @@ def test_timeout_skip_and_bad_exit_codes(artifacts, repo_copy, tmp_path):
     # The test that timed out may still run: the next testcases got a fresh guest.
     assert (out / "logs/i386-pae/6.12/console-2.log").is_file()
     assert cells["skipper"]["logs"]["console"] == "logs/i386-pae/6.12/console-2.log"
+
+
+def test_every_arch_boots_and_matches_its_expectation(tmp_path):
+    """One kernel (6.1) for every declared arch, two guests at a time: the seed facts."""
+    out = tmp_path / "run"
+    arches = ",".join(LAB.arches)
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", arches, "--kernel", "6.1",
+                           "--test", "swp_exclusive", "-j", "2", "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=3600)
+    print(proc.stdout, proc.stderr)
+    cells = {c["arch"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
+    assert set(cells) == set(LAB.arches)
+    for arch, cell in cells.items():
+        expected = LAB.expectation(arch, "6.1", "swp_exclusive")
+        want = "XFAIL" if expected else "PASS"
+        assert (arch, cell["status"]) == (arch, want), cell["message"]
+        assert "self-check: fork after pageout" in cell["stdout"]
+        assert cell["timings"]["ssh_s"] > cell["timings"]["ready_s"] > 0
+    assert proc.returncode == 0, "XFAIL and PASS only: nothing unexpected"
+    # Each guest had its own port and its own logs.
+    ports = [(out / f"logs/{a}/6.1/console.cmdline").read_text().split("hostfwd=tcp:127.0.0.1:")[1].split("-")[0]
+             for a in cells]
+    assert len(set(ports)) == len(ports)
+
+
+def test_kernel_build_error_is_an_error_cell_and_others_still_run(tmp_path):
+    """Debian's 6.12.117 does not build for sparc64: ERROR with the compiler's line; x86_64 still runs."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", "sparc64,x86_64", "--kernel", "6.12",
+                           "--test", "swp_exclusive", "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=3600)
+    print(proc.stdout, proc.stderr)
+    assert proc.returncode == 2
+    cells = {c["arch"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
+    assert cells["sparc64"]["status"] == "ERROR"
+    assert "error:" in cells["sparc64"]["message"] and "BUILD_BUG_ON" in cells["sparc64"]["message"]
+    assert "build.log" in cells["sparc64"]["message"]
+    assert cells["x86_64"]["status"] == "PASS"

@@ -8,7 +8,8 @@ from lab.report.terminal import render_text
 from lab.results import CellResult, Journal, run_exit_code, status_for_exit
 
 META = {"run_id": "r1", "started": "2026-01-01T00:00:00Z", "finished": "", "arches": ["i386-pae"],
-        "kernels": ["6.1", "6.12"], "testcases": ["swp_exclusive", "other"]}
+        "kernels": ["6.1", "6.12"], "testcases": ["swp_exclusive", "other"],
+        "jobs": [["i386-pae", "6.1"], ["i386-pae", "6.12"]]}
 
 
 def _cells():
