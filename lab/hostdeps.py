@@ -18,7 +18,7 @@ from lab.config import Lab, load_lab
 # Needed whatever the arches: kernel builds, guest image builds, SSH keys.
 BASE_PACKAGES = (
     "make", "bc", "bison", "flex", "libelf-dev", "cpio", "xz-utils", "gzip", "dpkg-dev",
-    "autoconf", "automake", "dropbear-bin", "openssh-client", "python3-venv",
+    "autoconf", "automake", "dropbear-bin", "openssh-client", "python3-venv", "git",
 )
 OWN_SOURCES = "qemu-lab"  # our own file in /etc/apt/sources.list.d/, never read back as input
 

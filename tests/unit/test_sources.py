@@ -1,0 +1,81 @@
+import subprocess
+
+import pytest
+
+from lab.config import KernelSource
+from lab.errors import UserError
+from lab.hostdeps import _one_line_entries, _stanzas, apt_sources
+from lab.sources import resolve, source_tree
+
+
+def _git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def git_tree(tmp_path):
+    repo = tmp_path / "linux"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 99\n")
+    _git(repo, "add", "Makefile")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    _git(repo, "tag", "v6.99")
+    (repo / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 100\n")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "two")
+    return repo
+
+
+def test_git_source_is_identified_by_commit_and_unpacked_at_ref(git_tree, isolated_cache):
+    source = KernelSource(name="mine", git=str(git_tree), ref="v6.99")
+    commit = _git(git_tree, "rev-parse", "v6.99").strip()
+    assert resolve(source).identity == f"git:{commit}"
+    tree = source_tree(source, lambda _: None)
+    assert (tree / "Makefile").read_text() == "VERSION = 6\nPATCHLEVEL = 99\n"
+    assert source_tree(source, lambda _: None) == tree  # cached
+    with pytest.raises(UserError, match="no commit 'v7.0' in git tree"):
+        resolve(KernelSource(name="x", git=str(git_tree), ref="v7.0"))
+
+
+def test_tarball_source_identity_is_its_sha256(tmp_path, isolated_cache):
+    tarball = tmp_path / "linux.tar.xz"
+    subprocess.run(["tar", "-cJf", str(tarball), "-C", str(tmp_path), "--files-from", "/dev/null"], check=True)
+    identity = resolve(KernelSource(name="t", tarball=str(tarball))).identity
+    assert len(identity) == 64 and all(c in "0123456789abcdef" for c in identity)
+    with pytest.raises(UserError, match=r"kernel t: tarball /nonexistent.tar.xz does not exist"):
+        resolve(KernelSource(name="t", tarball="/nonexistent.tar.xz"))
+
+
+DEB822 = """\
+Types: deb
+# a comment
+URIs: http://mirror.example/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+def test_apt_sources_twins_and_extra_suites():
+    text = apt_sources(_stanzas(DEB822), ["bookworm-backports"])
+    stanzas = _stanzas(text)
+    assert {"Types": "deb-src", "URIs": "http://mirror.example/debian", "Suites": "bookworm bookworm-updates",
+            "Components": "main", "Signed-By": "/usr/share/keyrings/debian-archive-keyring.gpg"} in stanzas
+    assert {"Types": "deb-src", "URIs": "http://mirror.example/debian-security", "Suites": "bookworm-security",
+            "Components": "main"} in stanzas
+    assert {"Types": "deb deb-src", "URIs": "http://mirror.example/debian", "Suites": "bookworm-backports",
+            "Components": "main", "Signed-By": "/usr/share/keyrings/debian-archive-keyring.gpg"} in stanzas
+    # Nothing to add once the host has it all.
+    assert apt_sources(_stanzas(DEB822) + stanzas, ["bookworm-backports"]) == ""
+
+
+def test_one_line_sources_list():
+    entries = _one_line_entries("# x\ndeb http://mirror.example/debian bookworm main contrib\n"
+                                "deb-src http://mirror.example/debian bookworm main\n")
+    assert entries == [{"Types": "deb", "URIs": "http://mirror.example/debian", "Suites": "bookworm",
+                        "Components": "main contrib"}]
