@@ -86,6 +86,7 @@ def cmd_run(args) -> int:
     arches, kernels, tests = _selection(lab, args)
     _check_host(lab, arches)
     jobs = plan_jobs(lab, arches, kernels, tests, kernels_chosen=bool(args.kernel))
+    params = cfg.param_overrides([lab.testcases[t] for t in tests], args.param)
     if args.dry_run:
         _, public_key = client_key()
         ports = PortAllocator()
@@ -104,7 +105,7 @@ def cmd_run(args) -> int:
     progress = _Progress()
     meta = {"run_id": out.name, "started": _now(), "finished": "", "host": socket.gethostname(),
             "arches": arches, "kernels": kernels, "testcases": tests, "command": sys.argv[1:],
-            "jobs": [[j.arch.name, j.kernel.name] for j in jobs]}
+            "jobs": [[j.arch.name, j.kernel.name] for j in jobs], "params": params}
     journal = Journal(out / "journal.jsonl")
     progress(f"run {out}: {len(jobs)} jobs ({', '.join(j.name for j in jobs)}), "
              f"{len(jobs) * len(tests)} cells, -j {args.jobs}")
@@ -112,7 +113,7 @@ def cmd_run(args) -> int:
     runner = None
     try:
         artifacts = prepare(lab, jobs, progress)
-        runner = Runner(lab, out, journal, accel=args.accel, progress=progress)
+        runner = Runner(lab, out, journal, accel=args.accel, progress=progress, params=params)
         runner.run(jobs, artifacts, args.jobs)
     except KeyboardInterrupt:
         exit_code = EXIT_SIGINT
@@ -255,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="result directory (default: results/<timestamp>)")
     run.add_argument("--dry-run", action="store_true", help="print the QEMU command lines, start nothing")
     run.add_argument("--accel", choices=ACCELERATORS, default="tcg", help="QEMU accelerator (default: tcg)")
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="set a testcase parameter (see `lab list`), e.g. --param duration=120")
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="re-render the reports of a run directory from its journal")

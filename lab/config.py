@@ -53,6 +53,7 @@ class Qemu:
     memory_mib: int = field(default=512, metadata={"min": 32})
     smp: int = field(default=1, metadata={"min": 1})
     rng: str | None = None  # virtio-rng device model: entropy at boot without waiting
+    disk: str | None = None  # block device model for the scratch disk of testcases that need one
     append: tuple[str, ...] = ()  # extra kernel command line words
     extra_args: tuple[str, ...] = ()  # extra QEMU argv words, each with a comment in the TOML
 
@@ -64,6 +65,7 @@ class Guest:
     poweroff: tuple[str, ...] = ("poweroff", "-f")
     boot_timeout_s: float = field(default=120.0, metadata={"min": 1})
     ssh_timeout_s: float = field(default=60.0, metadata={"min": 1})
+    blockdev: str = "/dev/vda"  # the scratch disk as the guest sees it
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,26 @@ class KernelSource:
         return self.debian_package or "none: the path is configured in configs/lab.toml"
 
 
+PARAM_TYPES = {"int": int, "float": float, "str": str}
+
+
+@dataclass(frozen=True)
+class Param:
+    """A testcase parameter, passed to the test as --name=value."""
+
+    name: str
+    type: str = field(metadata=_choices(*PARAM_TYPES))
+    default: object = None  # checked against `type` when loaded
+    description: str = ""
+
+    def parse(self, text: str) -> int | float | str:
+        """A value from the command line, checked against the declared type."""
+        try:
+            return PARAM_TYPES[self.type](text)
+        except ValueError:
+            raise UserError(f"parameter {self.name}: {text!r} is not {_TYPE_NAMES[PARAM_TYPES[self.type]]}") from None
+
+
 @dataclass(frozen=True)
 class Testcase:
     name: str
@@ -106,6 +128,15 @@ class Testcase:
     timeout_s: float = field(default=120.0, metadata={"min": 1})
     needs: tuple[str, ...] = ()
     kind: str = field(default="deterministic", metadata=_choices("deterministic", "race"))
+    # A fresh guest for every repetition (--repeat), e.g. when a test leaves state behind.
+    fresh_boot: bool = False
+    params: typing.Mapping[str, Param] = field(default_factory=dict)
+
+    def arguments(self, overrides: typing.Mapping[str, object]) -> list[str]:
+        """--name=value for every parameter: the declared default unless overridden."""
+        values = {name: p.default for name, p in self.params.items()}
+        values.update({k: v for k, v in overrides.items() if k in self.params})
+        return [f"--{name}={value}" for name, value in values.items() if value is not None]
 
 
 ALLOWED_NEEDS = ("swap", "blockdev")
@@ -238,7 +269,20 @@ def load_arch(path: Path, root: Path) -> Arch:
 
 def load_testcase(path: Path, root: Path) -> Testcase:
     where = _rel(path, root)
-    case = _from_table(Testcase, _read_toml(path, root), where, name=path.stem)
+    table = _read_toml(path, root)
+    params_table = table.pop("params", {})
+    if not isinstance(params_table, dict):
+        raise ConfigError(f"{where}.params: expected a table of parameters")
+    params = {}
+    for name, spec in params_table.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}.params.{name}: expected a table with type, default, description")
+        param = _from_table(Param, spec, f"{where}.params.{name}", name=name)
+        wanted = PARAM_TYPES[param.type]
+        if param.default is not None and (not isinstance(param.default, wanted) or isinstance(param.default, bool)):
+            raise ConfigError(f"{where}.params.{name}.default: {param.default!r} is not {_TYPE_NAMES[wanted]}")
+        params[name] = param
+    case = _from_table(Testcase, table, where, name=path.stem, params=params)
     bad = [n for n in case.needs if n not in ALLOWED_NEEDS]
     if bad:
         raise ConfigError(f"{where}.needs: {bad[0]!r} is not one of {', '.join(ALLOWED_NEEDS)}")
@@ -306,6 +350,26 @@ def _expectation(table, where: str, arches, kernels, testcases) -> Expectation:
             if name not in known:
                 raise ConfigError(f"{where}.{label}: unknown name {name!r} (known: {', '.join(known)})")
     return exp
+
+
+def param_overrides(cases: list[Testcase], assignments: list[str]) -> dict[str, dict[str, object]]:
+    """--param name=value assignments, parsed per testcase that declares `name`.
+
+    A name no selected testcase declares, or a value of the wrong type, is a UserError.
+    """
+    overrides: dict[str, dict[str, object]] = {case.name: {} for case in cases}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        if not sep or not name:
+            raise UserError(f"--param {assignment!r}: expected name=value")
+        declaring = [case for case in cases if name in case.params]
+        if not declaring:
+            known = sorted({p for case in cases for p in case.params})
+            raise UserError(f"--param {name}: no selected testcase has this parameter "
+                            f"(known: {', '.join(known) or 'none'})")
+        for case in declaring:
+            overrides[case.name][name] = case.params[name].parse(text)
+    return overrides
 
 
 def pick(kind: str, requested: str | None, known: typing.Mapping, default: tuple[str, ...]) -> list[str]:

@@ -27,7 +27,7 @@ EARLY_EXIT_S = 0.5
 
 
 def qemu_argv(arch: Arch, *, kernel: Path, initrd: Path, ssh_port: int, accel: str = "tcg",
-              binary: str | None = None) -> list[str]:
+              binary: str | None = None, scratch_disk: Path | None = None) -> list[str]:
     """The QEMU command line for one guest of `arch`. Pure: no I/O, no environment."""
     q = arch.qemu
     argv = [binary or q.binary]
@@ -49,6 +49,10 @@ def qemu_argv(arch: Arch, *, kernel: Path, initrd: Path, ssh_port: int, accel: s
     argv += ["-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22", "-device", f"{q.nic},netdev=n0"]
     if q.rng:
         argv += ["-device", q.rng]
+    if scratch_disk and q.disk:
+        # A raw disk of zeros: the guest's O_DIRECT reads hit a real block device.
+        argv += ["-drive", f"file={scratch_disk},if=none,format=raw,id=scratch",
+                 "-device", f"{q.disk},drive=scratch"]
     argv += list(q.extra_args)
     return argv
 

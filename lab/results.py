@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,7 @@ class CellResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds since QEMU start
     expected: str = ""  # the declared expected status, if any (e.g. "FAIL")
     expected_reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)  # from the test's "result: k=v ..." line
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -70,6 +72,22 @@ class CellResult:
     @classmethod
     def from_dict(cls, data: dict) -> "CellResult":
         return cls(**data)
+
+
+_RESULT_LINE = re.compile(r"^result:((?:\s+[A-Za-z_][\w.]*=-?[0-9]+(?:\.[0-9]+)?)+)\s*$")
+
+
+def parse_metrics(stdout: str) -> dict[str, float]:
+    """The numbers of a test's last "result: key=value ..." line (e.g. iterations=1200).
+
+    Only whole lines of numeric key=value pairs count, so stray output cannot forge one.
+    """
+    for line in reversed(stdout.splitlines()):
+        m = _RESULT_LINE.match(line.strip())
+        if m:
+            pairs = (item.split("=", 1) for item in m.group(1).split())
+            return {k: (float(v) if "." in v else int(v)) for k, v in pairs}
+    return {}
 
 
 def status_for_exit(exit_code: int | None) -> str:

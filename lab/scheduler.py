@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import socket
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,7 @@ from lab.images import boot_initrd, ensure_image
 from lab.kernels import KernelArtifact, ensure_kernel
 from lab.qemu import QemuProcess, allow_starts, kill_all, qemu_argv
 from lab.remote import Remote, client_key, wait_for_banner
-from lab.results import CellResult, Journal, status_for_exit
+from lab.results import CellResult, Journal, parse_metrics, status_for_exit
 from lab.testcases import TestcaseBinary, ensure_testcase
 from lab.toolchain import qemu_binary
 
@@ -31,6 +32,7 @@ Progress = Callable[[str], None]
 
 GUEST_DIR = "/tmp"
 POWEROFF_WAIT_S = 15.0
+SCRATCH_DISK_BYTES = 64 << 20  # sparse: costs no host disk until written
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class Guest:
     poweroff: tuple[str, ...]
     ready_s: float
     ssh_s: float
+    scratch_disk: Path | None = None
 
     @property
     def console(self):
@@ -146,11 +149,13 @@ class Guest:
             self.qemu.wait_exit(POWEROFF_WAIT_S)
         finally:
             self.qemu.kill()
+            if self.scratch_disk:
+                self.scratch_disk.unlink(missing_ok=True)
 
 
 class Runner:
     def __init__(self, lab: Lab, out_dir: Path, journal: Journal, *, accel: str = "tcg",
-                 progress: Progress = lambda _: None):
+                 progress: Progress = lambda _: None, params: dict[str, dict] | None = None):
         self.lab = lab
         self.out_dir = out_dir
         self.journal = journal
@@ -158,6 +163,7 @@ class Runner:
         self.progress = progress
         self.stop = threading.Event()
         self.ports = PortAllocator()
+        self.params = params or {}  # testcase -> {parameter: value} given with --param
         self.client_key, _ = client_key()
         allow_starts()
         self._cells: list[CellResult] = []
@@ -166,7 +172,9 @@ class Runner:
     # --- the run -------------------------------------------------------------------
 
     def run(self, jobs: list[Job], artifacts: dict[str, Artifacts], parallel: int) -> list[CellResult]:
-        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="job") as pool:
+        with tempfile.TemporaryDirectory(prefix="lab-run-") as scratch, \
+                ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="job") as pool:
+            self.scratch_dir = Path(scratch)  # scratch disks live (and die) with the run
             futures = [pool.submit(self.run_job, job, artifacts[job.name]) for job in jobs]
             try:
                 for future in futures:
@@ -227,13 +235,23 @@ class Runner:
 
     # --- one guest ------------------------------------------------------------------
 
+    def _scratch_disk(self, job: Job, console_log: Path) -> Path | None:
+        """A fresh sparse disk of zeros for this boot, if a testcase needs a block device."""
+        if not job.arch.qemu.disk or not any("blockdev" in c.needs for c in job.testcases):
+            return None
+        disk = self.scratch_dir / f"{job.arch.name}-{job.kernel.name}-{console_log.stem}.img"
+        with disk.open("wb") as fh:
+            fh.truncate(SCRATCH_DISK_BYTES)
+        return disk
+
     def start_guest(self, job: Job, art: Artifacts, console_log: Path) -> Guest:
         arch = job.arch
         binary = qemu_binary(arch)
+        disk = self._scratch_disk(job, console_log)
         for attempt in range(3):
             port = self.ports.take()
             argv = qemu_argv(arch, kernel=art.kernel.image, initrd=art.initrd, ssh_port=port,
-                             accel=self.accel, binary=binary)
+                             accel=self.accel, binary=binary, scratch_disk=disk)
             qemu = QemuProcess(argv, console_log)
             # The exact command, for reproducing a boot by hand.
             console_log.with_suffix(".cmdline").write_text(shlex.join(argv) + "\n")
@@ -260,9 +278,11 @@ class Runner:
             ssh_s = time.monotonic() - qemu.started_at
         except BaseException:
             qemu.kill()
+            if disk:
+                disk.unlink(missing_ok=True)
             raise
         self.progress(f"{job.name}: guest up (ready {ready_s:.1f} s, SSH {ssh_s:.1f} s after QEMU start)")
-        return Guest(qemu, remote, arch.guest.poweroff, ready_s, ssh_s)
+        return Guest(qemu, remote, arch.guest.poweroff, ready_s, ssh_s, disk)
 
     def run_cell(self, job: Job, art: Artifacts, guest: Guest, case: Testcase, log_dir: Path,
                  console_log: Path) -> tuple[CellResult, bool]:
@@ -281,7 +301,10 @@ class Runner:
         try:
             remote_path = f"{GUEST_DIR}/{case.name}"
             guest.remote.push(binary.path, remote_path, binary.sha256)
-            result = guest.remote.run([remote_path], timeout_s=case.timeout_s)
+            argv = [remote_path, *case.arguments(self.params.get(case.name, {}))]
+            if "blockdev" in case.needs and guest.scratch_disk:
+                argv.append(f"--blockdev={job.arch.guest.blockdev}")
+            result = guest.remote.run(argv, timeout_s=case.timeout_s)
         except InfraError as exc:
             cell.message = str(exc)
             healthy = False
@@ -295,6 +318,7 @@ class Runner:
             cell.exit_code = result.exit_code
             cell.stdout, cell.stderr = result.stdout, result.stderr
             cell.status = status_for_exit(result.exit_code)
+            cell.metrics = parse_metrics(result.stdout)
             cell.message = _summary(cell.status, result.exit_code, result.stdout, case.timeout_s)
             if result.timed_out:
                 healthy = False  # the test may still be running: the next one gets a fresh guest

@@ -122,3 +122,14 @@ def test_reports_show_expected_and_actual(tmp_path):
     assert 'class="status XFAIL"' in html and "expected FAIL, actual FAIL" in html
     page = (tmp_path / "cells/sparc64__6.1__swp_exclusive.html").read_text()
     assert "<th>expected</th><td>FAIL: fixed in 6.3</td>" in page and "<th>actual</th><td>PASS</td>" in page
+
+
+def test_result_line_metrics():
+    from lab.results import parse_metrics
+    out = ("starting\nresult: iterations=120 pageouts=5 detections=0 elapsed=30.0\n"
+           "PASS: no corruption in 120 iterations\n")
+    assert parse_metrics(out) == {"iterations": 120, "pageouts": 5, "detections": 0, "elapsed": 30.0}
+    assert parse_metrics("result: iterations=1\nresult: iterations=2 detections=1\n") == {"iterations": 2, "detections": 1}
+    assert parse_metrics("result: iterations=lots\n") == {}
+    assert parse_metrics("  result: iterations=3 x=1; rm -rf /\n") == {}
+    assert parse_metrics("") == {}
