@@ -98,3 +98,25 @@ def test_expectations_match_the_seed_facts():
         assert LAB.expectation(arch, "6.1", "swp_exclusive").status == "FAIL"
     assert LAB.expectation("x86_64", "6.1", "swp_exclusive") is None
     assert LAB.expectation("i386", "6.12", "swp_exclusive") is None
+
+
+def test_param_overrides_are_typed_and_checked():
+    from lab.config import param_overrides
+    cases = [LAB.testcases["swp_exclusive"], LAB.testcases["odirect_swapout"]]
+    assert param_overrides(cases, ["duration=120", "iterations=5"]) == {
+        "swp_exclusive": {}, "odirect_swapout": {"duration": 120.0, "iterations": 5}}
+    assert LAB.testcases["odirect_swapout"].arguments({"duration": 2.5}) == ["--duration=2.5", "--iterations=0"]
+    with pytest.raises(UserError, match=r"--param speed: no selected testcase has this parameter \(known: duration, iterations\)"):
+        param_overrides(cases, ["speed=3"])
+    with pytest.raises(UserError, match=r"parameter iterations: 'many' is not an integer"):
+        param_overrides(cases, ["iterations=many"])
+    with pytest.raises(UserError, match=r"expected name=value"):
+        param_overrides(cases, ["duration"])
+    with pytest.raises(UserError, match=r"no selected testcase has this parameter \(known: none\)"):
+        param_overrides(cases[:1], ["duration=3"])
+
+
+def test_param_declarations_are_checked(repo_copy):
+    _edit(repo_copy / "testcases/odirect_swapout.toml", "default = 0\n", 'default = "zero"\n')
+    with pytest.raises(ConfigError, match=r"odirect_swapout.toml.params.iterations.default: 'zero' is not an integer"):
+        load_lab(repo_copy)

@@ -46,3 +46,12 @@ def test_accel_and_binary_are_respected():
     argv = _argv("i386-pae", accel="kvm", binary="/opt/qemu/bin/qemu-system-i386")
     assert argv[0] == "/opt/qemu/bin/qemu-system-i386"
     assert argv[argv.index("-accel") + 1] == "kvm"
+
+
+@pytest.mark.parametrize("name", sorted(LAB.arches))
+def test_scratch_disk_is_attached_with_the_arch_disk_model(name):
+    argv = _argv(name, scratch_disk=Path("/run/x/disk.img"))
+    arch = LAB.arches[name]
+    assert argv[argv.index("-drive") + 1] == "file=/run/x/disk.img,if=none,format=raw,id=scratch"
+    assert f"{arch.qemu.disk},drive=scratch" in argv
+    assert "-drive" not in _argv(name)
