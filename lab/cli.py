@@ -105,7 +105,7 @@ def cmd_run(args) -> int:
     progress = _Progress()
     meta = {"run_id": out.name, "started": _now(), "finished": "", "host": socket.gethostname(),
             "arches": arches, "kernels": kernels, "testcases": tests, "command": sys.argv[1:],
-            "jobs": [[j.arch.name, j.kernel.name] for j in jobs], "params": params}
+            "jobs": [[j.arch.name, j.kernel.name] for j in jobs], "params": params, "repeat": args.repeat}
     journal = Journal(out / "journal.jsonl")
     progress(f"run {out}: {len(jobs)} jobs ({', '.join(j.name for j in jobs)}), "
              f"{len(jobs) * len(tests)} cells, -j {args.jobs}")
@@ -113,7 +113,8 @@ def cmd_run(args) -> int:
     runner = None
     try:
         artifacts = prepare(lab, jobs, progress)
-        runner = Runner(lab, out, journal, accel=args.accel, progress=progress, params=params)
+        runner = Runner(lab, out, journal, accel=args.accel, progress=progress, params=params,
+                        repeat=args.repeat)
         runner.run(jobs, artifacts, args.jobs)
     except KeyboardInterrupt:
         exit_code = EXIT_SIGINT
@@ -256,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="result directory (default: results/<timestamp>)")
     run.add_argument("--dry-run", action="store_true", help="print the QEMU command lines, start nothing")
     run.add_argument("--accel", choices=ACCELERATORS, default="tcg", help="QEMU accelerator (default: tcg)")
+    run.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
+                     help="run each cell N times (racy tests); reports show the rate, e.g. FAIL 2/10")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="set a testcase parameter (see `lab list`), e.g. --param duration=120")
     run.set_defaults(func=cmd_run)

@@ -43,10 +43,22 @@ class CellResult:
     expected: str = ""  # the declared expected status, if any (e.g. "FAIL")
     expected_reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)  # from the test's "result: k=v ..." line
+    attempts: list[dict] = field(default_factory=list)  # with --repeat: one summary per attempt
+    rate: str = ""  # with --repeat: e.g. "FAIL 2/10"
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"unknown status {self.status!r}")
+
+    @property
+    def label(self) -> str:
+        """The status as a matrix shows it: with the attempt rate when repeated ("XFAIL 3/3")."""
+        return f"{self.status} {self.rate.split()[-1]}" if self.rate else self.status
+
+    def attempts_text(self) -> str:
+        """One line per attempt, for reports that cannot show a table."""
+        return "\n".join(f"attempt {a['attempt']}: {a['status']} ({a['duration_s']:.1f} s): {a['message']}"
+                         for a in self.attempts)
 
     @property
     def outcome(self) -> str:
@@ -88,6 +100,33 @@ def parse_metrics(stdout: str) -> dict[str, float]:
             pairs = (item.split("=", 1) for item in m.group(1).split())
             return {k: (float(v) if "." in v else int(v)) for k, v in pairs}
     return {}
+
+
+# Which attempt status decides a repeated cell: a FAIL is a finding even if other
+# attempts passed; an infrastructure ERROR never becomes a FAIL.
+_DECIDING_ORDER = ("FAIL", "TIMEOUT", "ERROR", "PASS", "SKIP")
+
+
+def combine_attempts(attempts: list[CellResult]) -> CellResult:
+    """One cell from the attempts of a repeated testcase (a single attempt is returned as is)."""
+    if len(attempts) == 1:
+        return attempts[0]
+    status = next(st for st in _DECIDING_ORDER if any(a.status == st for a in attempts))
+    deciding = next(a for a in attempts if a.status == status)
+    count = sum(a.status == status for a in attempts)
+    cell = CellResult(**{**deciding.to_dict(), "attempts": [], "rate": f"{status} {count}/{len(attempts)}"})
+    cell.message = f"{deciding.message} ({cell.rate})"
+    cell.duration_s = round(sum(a.duration_s for a in attempts), 3)
+    cell.kernel_messages = [m for a in attempts for m in a.kernel_messages]
+    totals = {}
+    for a in attempts:
+        for key, value in a.metrics.items():
+            totals[key] = totals.get(key, 0) + value
+    cell.metrics = totals
+    cell.attempts = [{"attempt": n, "status": a.status, "exit_code": a.exit_code, "duration_s": a.duration_s,
+                      "message": a.message, "metrics": a.metrics, "logs": a.logs}
+                     for n, a in enumerate(attempts, 1)]
+    return cell
 
 
 def status_for_exit(exit_code: int | None) -> str:

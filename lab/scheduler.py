@@ -24,7 +24,7 @@ from lab.images import boot_initrd, ensure_image
 from lab.kernels import KernelArtifact, ensure_kernel
 from lab.qemu import QemuProcess, allow_starts, kill_all, qemu_argv
 from lab.remote import Remote, client_key, wait_for_banner
-from lab.results import CellResult, Journal, parse_metrics, status_for_exit
+from lab.results import CellResult, Journal, combine_attempts, parse_metrics, status_for_exit
 from lab.testcases import TestcaseBinary, ensure_testcase
 from lab.toolchain import qemu_binary
 
@@ -155,7 +155,8 @@ class Guest:
 
 class Runner:
     def __init__(self, lab: Lab, out_dir: Path, journal: Journal, *, accel: str = "tcg",
-                 progress: Progress = lambda _: None, params: dict[str, dict] | None = None):
+                 progress: Progress = lambda _: None, params: dict[str, dict] | None = None,
+                 repeat: int = 1):
         self.lab = lab
         self.out_dir = out_dir
         self.journal = journal
@@ -164,6 +165,7 @@ class Runner:
         self.stop = threading.Event()
         self.ports = PortAllocator()
         self.params = params or {}  # testcase -> {parameter: value} given with --param
+        self.repeat = repeat  # attempts per cell
         self.client_key, _ = client_key()
         allow_starts()
         self._cells: list[CellResult] = []
@@ -209,7 +211,15 @@ class Runner:
                 self.record(CellResult(job.arch.name, job.kernel.name, case.name, "ERROR", art.error,
                                        kernel_version=version))
             return
-        pending = list(job.testcases)
+        # (testcase, attempt number): every attempt of every testcase, in order.
+        pending = [(case, n) for case in job.testcases for n in range(1, self.repeat + 1)]
+        attempts: dict[str, list[CellResult]] = {case.name: [] for case in job.testcases}
+
+        def finish(case: Testcase, cell: CellResult, n: int) -> None:
+            attempts[case.name].append(cell)
+            if n == self.repeat:
+                self.record(combine_attempts(attempts[case.name]))
+
         boots = 0
         while pending and not self.stop.is_set():
             boots += 1
@@ -218,17 +228,17 @@ class Runner:
                 guest = self.start_guest(job, art, console_log)
             except InfraError as exc:
                 console = tail(console_log.read_text(errors="replace"), 40) if console_log.exists() else ""
-                for case in pending:
-                    self.record(CellResult(job.arch.name, job.kernel.name, case.name, "ERROR", str(exc),
-                                           kernel_version=version, console=console,
-                                           logs={"console": self._rel(console_log)}))
+                for case, n in pending:
+                    finish(case, CellResult(job.arch.name, job.kernel.name, case.name, "ERROR", str(exc),
+                                            kernel_version=version, console=console,
+                                            logs={"console": self._rel(console_log)}), n)
                 return
             try:
                 while pending and not self.stop.is_set():
-                    case = pending.pop(0)
-                    cell, healthy = self.run_cell(job, art, guest, case, log_dir, console_log)
-                    self.record(cell)
-                    if not healthy:
+                    case, n = pending.pop(0)
+                    cell, healthy = self.run_cell(job, art, guest, case, log_dir, console_log, n)
+                    finish(case, cell, n)
+                    if not healthy or (case.fresh_boot and n < self.repeat):
                         break
             finally:
                 guest.shutdown()
@@ -285,7 +295,7 @@ class Runner:
         return Guest(qemu, remote, arch.guest.poweroff, ready_s, ssh_s, disk)
 
     def run_cell(self, job: Job, art: Artifacts, guest: Guest, case: Testcase, log_dir: Path,
-                 console_log: Path) -> tuple[CellResult, bool]:
+                 console_log: Path, attempt: int = 1) -> tuple[CellResult, bool]:
         """Push and run one testcase; returns the cell and whether the guest is still usable."""
         cell = CellResult(job.arch.name, job.kernel.name, case.name, "ERROR", "",
                           kernel_version=art.kernel.version,
@@ -326,7 +336,7 @@ class Runner:
         if state:
             # The guest crashed under the test: no answer from the test can be trusted.
             cell.status, cell.message, healthy = "ERROR", f"guest crashed during the test: {line}", False
-        case_dir = log_dir / case.name
+        case_dir = log_dir / case.name / (f"attempt-{attempt}" if self.repeat > 1 else "")
         case_dir.mkdir(parents=True, exist_ok=True)
         for name, text in (("stdout", cell.stdout), ("stderr", cell.stderr), ("console", console_text)):
             (case_dir / f"{name}.txt").write_text(text, encoding="utf-8", errors="replace")

@@ -10,8 +10,11 @@ from lab.report.matrix import Matrix
 
 
 def _test_case(cell) -> TestCase:
+    stdout = cell.stdout
+    if cell.attempts:
+        stdout = f"{cell.rate} over {len(cell.attempts)} attempts\n{cell.attempts_text()}\n\n{stdout}"
     case = TestCase(cell.testcase, classname=f"lab.{cell.arch}.{cell.kernel}", elapsed_sec=cell.duration_s,
-                    stdout=cell.stdout or None, stderr=cell.stderr or None)
+                    stdout=stdout or None, stderr=cell.stderr or None)
     details = cell.console if cell.console else None
     if cell.status == "FAIL":
         case.add_failure_info(message=cell.message, output=details, failure_type="FAIL")

@@ -14,7 +14,7 @@ def render_text(matrix: Matrix) -> str:
         row = [case]
         for arch, kernel in matrix.columns:
             cell = matrix.cell(arch, kernel, case)
-            row.append(cell.status if cell else NOT_RUN)
+            row.append(cell.label if cell else NOT_RUN)
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 

@@ -133,3 +133,41 @@ def test_result_line_metrics():
     assert parse_metrics("result: iterations=lots\n") == {}
     assert parse_metrics("  result: iterations=3 x=1; rm -rf /\n") == {}
     assert parse_metrics("") == {}
+
+
+def test_combine_attempts():
+    from lab.results import combine_attempts
+
+    def attempt(status, msg, det):
+        return CellResult("i386-pae", "6.1", "odirect_swapout", status, msg, duration_s=10.0,
+                          metrics={"iterations": 100, "detections": det})
+
+    ok = attempt("PASS", "PASS: no corruption in 100 iterations", 0)
+    assert combine_attempts([ok]) is ok
+    cell = combine_attempts([ok, attempt("FAIL", "FAIL: 3 detections", 3), attempt("ERROR", "guest crashed", 0),
+                             attempt("FAIL", "FAIL: 1 detections", 1)])
+    assert (cell.status, cell.rate) == ("FAIL", "FAIL 2/4")
+    assert cell.message == "FAIL: 3 detections (FAIL 2/4)"
+    assert cell.metrics == {"iterations": 400, "detections": 4}
+    assert [a["status"] for a in cell.attempts] == ["PASS", "FAIL", "ERROR", "FAIL"]
+    assert cell.duration_s == 40.0
+    # An infrastructure hiccup among passes is an ERROR, never a FAIL.
+    flaky = combine_attempts([ok, attempt("ERROR", "QEMU exited", 0), ok])
+    assert (flaky.status, flaky.rate) == ("ERROR", "ERROR 1/3")
+
+
+def test_reports_show_attempt_rates(tmp_path):
+    from lab.results import combine_attempts
+    runs = [CellResult("i386-pae", "6.1", "odirect_swapout", st, f"{st}: run {n}", duration_s=5.0,
+                       metrics={"iterations": 10})
+            for n, st in enumerate(["PASS", "FAIL", "PASS"], 1)]
+    cell = combine_attempts(runs)
+    meta = {**META, "kernels": ["6.1"], "testcases": ["odirect_swapout"], "jobs": [["i386-pae", "6.1"]]}
+    matrix = write_reports(tmp_path, [cell], meta)
+    assert "| odirect_swapout | FAIL 1/3       |" in render_text(matrix)
+    root = ET.parse(tmp_path / "junit.xml").getroot()
+    (case,) = list(root.iter("testcase"))
+    assert case.find("failure").get("message") == "FAIL: run 2 (FAIL 1/3)"
+    assert "attempt 2: FAIL (5.0 s): FAIL: run 2" in case.find("system-out").text
+    page = (tmp_path / "cells/i386-pae__6.1__odirect_swapout.html").read_text()
+    assert "<h2>Attempts: FAIL 1/3</h2>" in page and "<th>iterations</th><td>30</td>" in page
