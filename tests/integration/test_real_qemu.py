@@ -233,3 +233,35 @@ def test_kernel_build_error_is_an_error_cell_and_others_still_run(tmp_path):
     assert "error:" in cells["sparc64"]["message"] and "BUILD_BUG_ON" in cells["sparc64"]["message"]
     assert "build.log" in cells["sparc64"]["message"]
     assert cells["x86_64"]["status"] == "PASS"
+
+
+def test_race_testcase_short_budget_repeated(artifacts, tmp_path):
+    """odirect_swapout for 3 s, twice, on a scratch disk: bounded, counted, cleaned up."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", ARCH, "--kernel", "6.12",
+                           "--test", "odirect_swapout", "--param", "duration=3", "--repeat", "2",
+                           "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=600)
+    print(proc.stdout, proc.stderr)
+    (cell,) = json.loads((out / "results.json").read_text())["cells"]
+    assert cell["status"] == "PASS" and cell["rate"] == "PASS 2/2", cell["message"]
+    assert [a["status"] for a in cell["attempts"]] == ["PASS", "PASS"]
+    for attempt in cell["attempts"]:
+        metrics = attempt["metrics"]
+        assert metrics["iterations"] > 0 and metrics["pageouts"] > 0 and metrics["detections"] == 0
+        assert 3.0 <= metrics["elapsed"] < 10
+        assert attempt["message"] == f"PASS: no corruption in {metrics['iterations']} iterations"
+    assert cell["metrics"]["iterations"] == sum(a["metrics"]["iterations"] for a in cell["attempts"])
+    assert "| odirect_swapout | PASS 2/2" in proc.stdout
+    cmdline = (out / "logs/i386-pae/6.12/console.cmdline").read_text()
+    assert "format=raw,id=scratch" in cmdline and "virtio-blk-pci,drive=scratch" in cmdline
+    disk = cmdline.split("-drive file=")[1].split(",")[0]
+    assert not os.path.exists(disk), "the scratch disk is deleted with the guest"
+    assert proc.returncode == 0
+
+
+def test_unknown_param_is_a_usage_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--test", "odirect_swapout", "--param", "speed=9",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("lab: error: --param speed: no selected testcase has this parameter "
+                                   "(known: duration, iterations)")
