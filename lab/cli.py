@@ -173,7 +173,10 @@ def cmd_list(args) -> int:
                        "built": built[n]} for n, a in lab.arches.items()},
         "kernels": {n: {"tarball": k.tarball, "package": k.package} for n, k in lab.kernels.items()},
         "testcases": {n: {"description": t.description, "timeout_s": t.timeout_s, "needs": list(t.needs),
-                          "kind": t.kind} for n, t in lab.testcases.items()},
+                          "kind": t.kind,
+                          "params": {p.name: {"type": p.type, "default": p.default, "description": p.description}
+                                     for p in t.params.values()}}
+                      for n, t in lab.testcases.items()},
     }
     if args.json:
         print(json.dumps(data, indent=2))
@@ -192,6 +195,8 @@ def cmd_list(args) -> int:
     print("testcases:")
     for n, t in data["testcases"].items():
         print(f"  {n:12} {t['description']}")
+        for p, spec in t["params"].items():
+            print(f"  {'':12}   --param {p}=<{spec['type']}> (default {spec['default']}): {spec['description']}")
     return 0
 
 
