@@ -26,7 +26,7 @@ from lab.remote import client_key
 from lab.report import write_reports
 from lab.report.terminal import render_text
 from lab.results import Journal, run_exit_code
-from lab.scheduler import PortAllocator, Runner, plan_jobs, prepare
+from lab.scheduler import Job, PortAllocator, Runner, plan_jobs, prepare
 from lab.testcases import ensure_testcase, testcase_entry
 from lab.toolchain import compiler_for, qemu_binary
 
@@ -81,12 +81,50 @@ def _out_dir(requested: str | None) -> Path:
 # --- commands ------------------------------------------------------------------------
 
 
-def cmd_run(args) -> int:
-    lab = cfg.load_lab()
+RUN_PLAN = "run.json"  # written first, so an interrupted run can be resumed
+
+
+def _new_plan(lab: cfg.Lab, args) -> dict:
     arches, kernels, tests = _selection(lab, args)
-    _check_host(lab, arches)
     jobs = plan_jobs(lab, arches, kernels, tests, kernels_chosen=bool(args.kernel))
     params = cfg.param_overrides([lab.testcases[t] for t in tests], args.param)
+    return {"arches": arches, "kernels": kernels, "testcases": tests,
+            "jobs": [[j.arch.name, j.kernel.name] for j in jobs], "params": params, "repeat": args.repeat}
+
+
+def _resumed_plan(lab: cfg.Lab, args, out: Path) -> dict:
+    given = [flag for flag in ("arch", "kernel", "test", "out") if getattr(args, flag)]
+    given += ["param"] * bool(args.param) + ["repeat"] * (args.repeat != 1)
+    if given:
+        raise UserError(f"--resume continues a run as it was planned: drop --{given[0]}")
+    try:
+        plan = json.loads((out / RUN_PLAN).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"--resume {out}: no readable {RUN_PLAN} ({exc}); is this a run directory?") from None
+    for arch, kernel in plan["jobs"]:
+        if arch not in lab.arches or kernel not in lab.kernels:
+            raise UserError(f"--resume {out}: the run has {arch}/{kernel}, which configs/ no longer declare")
+    return plan
+
+
+def _jobs_of(lab: cfg.Lab, plan: dict, done: set) -> list:
+    """The plan's jobs, each with only the testcases whose cells are not finished yet."""
+    jobs = []
+    for arch, kernel in plan["jobs"]:
+        cases = tuple(lab.testcases[t] for t in plan["testcases"] if (arch, kernel, t) not in done)
+        if cases:
+            jobs.append(Job(lab.arches[arch], lab.kernels[kernel], cases))
+    return jobs
+
+
+def cmd_run(args) -> int:
+    lab = cfg.load_lab()
+    out = Path(args.resume) if args.resume else _out_dir(args.out)
+    plan = _resumed_plan(lab, args, out) if args.resume else _new_plan(lab, args)
+    _check_host(lab, plan["arches"])
+    journal = Journal(out / "journal.jsonl")
+    done = {c.key for c in Journal.read(journal.path)} if args.resume else set()
+    jobs = _jobs_of(lab, plan, done)
     if args.dry_run:
         _, public_key = client_key()
         ports = PortAllocator()
@@ -100,21 +138,23 @@ def cmd_run(args) -> int:
             print(shlex.join(argv))
         return 0
 
-    out = _out_dir(args.out)
     out.mkdir(parents=True, exist_ok=True)
     progress = _Progress()
     meta = {"run_id": out.name, "started": _now(), "finished": "", "host": socket.gethostname(),
-            "arches": arches, "kernels": kernels, "testcases": tests, "command": sys.argv[1:],
-            "jobs": [[j.arch.name, j.kernel.name] for j in jobs], "params": params, "repeat": args.repeat}
-    journal = Journal(out / "journal.jsonl")
-    progress(f"run {out}: {len(jobs)} jobs ({', '.join(j.name for j in jobs)}), "
-             f"{len(jobs) * len(tests)} cells, -j {args.jobs}")
+            "command": sys.argv[1:], **plan}
+    if args.resume:
+        meta["started"] = json.loads((out / RUN_PLAN).read_text()).get("started", meta["started"])
+        progress(f"resuming {out}: {len(done)} cells already done")
+    else:
+        (out / RUN_PLAN).write_text(json.dumps(meta, indent=2) + "\n")
+    cells_left = sum(len(j.testcases) for j in jobs)
+    progress(f"run {out}: {len(jobs)} jobs ({', '.join(j.name for j in jobs)}), {cells_left} cells, -j {args.jobs}")
     exit_code = None
     runner = None
     try:
         artifacts = prepare(lab, jobs, progress)
-        runner = Runner(lab, out, journal, accel=args.accel, progress=progress, params=params,
-                        repeat=args.repeat)
+        runner = Runner(lab, out, journal, accel=args.accel, progress=progress, params=plan["params"],
+                        repeat=plan["repeat"])
         runner.run(jobs, artifacts, args.jobs)
     except KeyboardInterrupt:
         exit_code = EXIT_SIGINT
@@ -260,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-j", "--jobs", type=_positive_int, default=os.cpu_count() or 1,
                      help="guests to run at once (default: number of cores)")
     run.add_argument("--out", help="result directory (default: results/<timestamp>)")
+    run.add_argument("--resume", metavar="DIR",
+                     help="continue an interrupted run: cells already in DIR/journal.jsonl are not run again")
     run.add_argument("--dry-run", action="store_true", help="print the QEMU command lines, start nothing")
     run.add_argument("--accel", choices=ACCELERATORS, default="tcg", help="QEMU accelerator (default: tcg)")
     run.add_argument("--repeat", type=_positive_int, default=1, metavar="N",

@@ -7,6 +7,7 @@ killed by process group on stop, on error and on signals: no orphans.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import threading
@@ -57,6 +58,19 @@ def qemu_argv(arch: Arch, *, kernel: Path, initrd: Path, ssh_port: int, accel: s
     return argv
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel SIGKILLs QEMU if the lab dies, even by SIGKILL.
+
+    (Closing the pty already hangs QEMU up, but a hung or SIGHUP-deaf process would
+    survive that. The signal follows the thread that started QEMU; that job thread
+    owns the guest until it is powered off, so it never ends before its QEMU.)
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 _live: set["QemuProcess"] = set()
 _live_lock = threading.Lock()
 _closing = False
@@ -105,7 +119,7 @@ class QemuProcess:
                 raise BootError("not starting QEMU: the lab is stopping")
             try:
                 self.child = pexpect.spawn(self.argv[0], self.argv[1:], timeout=None, echo=False,
-                                           env={**os.environ, "LC_ALL": "C"})
+                                           env={**os.environ, "LC_ALL": "C"}, preexec_fn=_die_with_parent)
             except pexpect.ExceptionPexpect as exc:
                 raise BootError(f"could not start {self.argv[0]}: {exc}") from None
             _live.add(self)

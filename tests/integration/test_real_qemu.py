@@ -265,3 +265,31 @@ def test_unknown_param_is_a_usage_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("lab: error: --param speed: no selected testcase has this parameter "
                                    "(known: duration, iterations)")
+
+
+def test_sigkill_mid_run_then_resume_completes_without_repeating(artifacts, tmp_path):
+    out = tmp_path / "run"
+    before = set(qemu_processes())
+    cmd = [sys.executable, "-m", "lab", "run", "--arch", ARCH, "--kernel", "6.1,6.12",
+           "--test", "swp_exclusive", "-j", "1", "--out", str(out)]
+    lab = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out / "journal.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (journal.exists() and journal.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    lab.kill()  # SIGKILL: no handler runs
+    lab.wait()
+    (first,) = Journal.read(journal)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and set(qemu_processes()) - before:
+        time.sleep(0.1)
+    assert set(qemu_processes()) - before == set(), "QEMU must die with the lab, even on SIGKILL"
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--resume", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    print(proc.stdout, proc.stderr)
+    assert "resuming" in proc.stderr and "1 cells already done" in proc.stderr
+    cells = Journal.read(journal)
+    assert sorted(c.kernel for c in cells) == ["6.1", "6.12"], "each cell exactly once"
+    assert cells[0].key == first.key
+    assert {c["kernel"] for c in json.loads((out / "results.json").read_text())["cells"]} == {"6.1", "6.12"}
+    assert proc.returncode == 0

@@ -71,3 +71,28 @@ def _ppid(pid):
             return int(fh.read().rsplit(")", 1)[1].split()[1])
     except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
         return None
+
+
+def test_qemu_dies_when_the_lab_is_killed(tmp_path):
+    """SIGKILL to the lab leaves no QEMU behind (parent-death signal), so no orphans ever."""
+    import signal
+    import subprocess
+    import sys
+    # Deaf to the pty hangup: only the parent-death signal can end it.
+    fake = _script(tmp_path, "trap '' HUP\necho started\nexec sleep 1000\n")
+    pidfile = tmp_path / "pid"
+    code = ("import sys, time\nfrom pathlib import Path\nfrom lab.qemu import QemuProcess\n"
+            f"q = QemuProcess([{fake!r}], Path({str(tmp_path / 'c.log')!r}))\nq.start()\n"
+            f"Path({str(pidfile)!r}).write_text(str(q.pid))\ntime.sleep(1000)\n")
+    lab = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not pidfile.exists():
+        time.sleep(0.05)
+    qemu_pid = int(pidfile.read_text())
+    assert not _gone(qemu_pid)
+    lab.send_signal(signal.SIGKILL)
+    lab.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not _gone(qemu_pid):
+        time.sleep(0.05)
+    assert _gone(qemu_pid)
