@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lab import config as cfg
+from lab import doctor
 from lab.errors import InfraError, LabError, UserError
 from lab.images import built_image, ensure_image, planned_initrd
 from lab.kernels import ensure_kernel, kernel_entry
@@ -240,6 +241,15 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    lab = cfg.load_lab()
+    arches = cfg.pick("arch", args.arch, lab.arches, lab.plan.arches)
+    kernels = cfg.pick("kernel", args.kernel, lab.kernels, lab.plan.kernels)
+    results = doctor.checks(lab, arches, kernels)
+    print(doctor.render(results))
+    return 0 if all(c.ok for c in results) else 1
+
+
 def cmd_kernels_build(args) -> int:
     lab = cfg.load_lab()
     arches, kernels, _ = _selection(lab, args)
@@ -317,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="arches, kernels, testcases and what is built")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_list)
+
+    doc = sub.add_parser("doctor", help="what this host lacks for the plan, and the package that provides it")
+    selection(doc, test=False)
+    doc.set_defaults(func=cmd_doctor)
 
     kernels = sub.add_parser("kernels", help="kernel builds").add_subparsers(dest="action", required=True)
     kb = kernels.add_parser("build", help="build kernels (cached)")

@@ -88,3 +88,15 @@ def test_dry_run_prints_one_quoted_argv_per_job(fake_host, capsys):
         assert argv[0].endswith("/qemu-system-i386")
         assert argv[argv.index("-append") + 1] == "console=ttyS0 panic=-1"
     assert commands[0][commands[0].index("-kernel") + 1] != commands[1][commands[1].index("-kernel") + 1]
+
+
+def test_doctor_names_what_is_missing_and_the_package(fake_host, capsys):
+    toml = fake_host / "configs/arches/i386-pae.toml"
+    toml.write_text(toml.read_text().replace('binary = "qemu-system-i386"', 'binary = "qemu-system-vax"')
+                    .replace('package = "qemu-system-x86"', 'package = "qemu-system-vax"'))
+    assert main(["doctor", "--arch", "i386-pae", "--kernel", "6.1,0.0"]) == 1
+    out = capsys.readouterr().out
+    assert "MISSING i386-pae   qemu-system-vax (qemu-system-vax)  -> apt-get install qemu-system-vax" in out
+    assert "ok      i386-pae   i686-linux-gnu-gcc (gcc-i686-linux-gnu)" in out
+    assert "-> apt-get install linux-source-0.0" in out
+    assert "ok      host       kernel 6.1: " in out

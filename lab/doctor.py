@@ -1,0 +1,73 @@
+"""`lab doctor`: what this host lacks for the plan's arches, and what provides it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from lab.cache import cache_root
+from lab.config import Lab
+from lab.errors import UserError
+from lab.hostdeps import BASE_PACKAGES
+from lab.sources import resolve
+
+# A tinyconfig kernel build tree is ~1.5 GB, an unpacked source tree as much again.
+MIN_FREE_BYTES = 10 << 30
+
+
+@dataclass(frozen=True)
+class Check:
+    scope: str  # "host" or an arch name
+    what: str
+    ok: bool
+    fix: str = ""  # e.g. "apt-get install qemu-system-sparc"
+
+
+def _installed(package: str) -> bool:
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, check=False).stdout
+    return "install ok installed" in out
+
+
+def _tool(scope: str, binary: str, package: str) -> Check:
+    return Check(scope, f"{binary} ({package})", shutil.which(binary) is not None, f"apt-get install {package}")
+
+
+def checks(lab: Lab, arches: list[str], kernels: list[str]) -> list[Check]:
+    out = [Check("host", f"package {p}", _installed(p), f"apt-get install {p}") for p in BASE_PACKAGES]
+    src = subprocess.run(["apt-cache", "showsrc", "busybox"], capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, check=False).stdout
+    out.append(Check("host", "deb-src entries (guest userland is built from Debian sources)",
+                     "Package: busybox" in src, "./just setup"))
+    cache = cache_root()
+    cache.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(cache).free
+    out.append(Check("host", f"free disk in {cache}: {free / 2**30:.1f} GiB (want {MIN_FREE_BYTES / 2**30:.0f})",
+                     free >= MIN_FREE_BYTES, "free disk space or set LAB_CACHE"))
+    for name in kernels:
+        source = lab.kernels[name]
+        try:
+            resolved = resolve(source)
+            out.append(Check("host", f"kernel {name}: {resolved.description}", True))
+        except UserError as exc:
+            fix = f"apt-get install {source.debian_package}" if source.debian_package and not (
+                source.suite or source.version) else "./just setup (or fix configs/lab.toml)"
+            out.append(Check("host", f"kernel {name}: {exc}", False, fix))
+    for name in arches:
+        arch = lab.arches[name]
+        out.append(_tool(name, arch.qemu.binary, arch.qemu.package))
+        out.append(_tool(name, f"{arch.toolchain.triple}-gcc", arch.toolchain.package))
+        out.append(Check(name, f"static C library ({arch.toolchain.libc_package})",
+                         _installed(arch.toolchain.libc_package), f"apt-get install {arch.toolchain.libc_package}"))
+    return out
+
+
+def render(results: list[Check]) -> str:
+    lines = []
+    for c in results:
+        mark = "ok     " if c.ok else "MISSING"
+        lines.append(f"{mark} {c.scope:10} {c.what}" + ("" if c.ok else f"  -> {c.fix}"))
+    missing = [c for c in results if not c.ok]
+    lines.append(f"\n{len(results) - len(missing)} ok, {len(missing)} missing")
+    return "\n".join(lines)
