@@ -155,7 +155,7 @@ def cmd_run(args) -> int:
     try:
         artifacts = prepare(lab, jobs, progress)
         runner = Runner(lab, out, journal, accel=args.accel, progress=progress, params=plan["params"],
-                        repeat=plan["repeat"])
+                        repeat=plan["repeat"], timeout_factor=args.timeout_factor)
         runner.run(jobs, artifacts, args.jobs)
     except KeyboardInterrupt:
         exit_code = EXIT_SIGINT
@@ -295,6 +295,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -314,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue an interrupted run: cells already in DIR/journal.jsonl are not run again")
     run.add_argument("--dry-run", action="store_true", help="print the QEMU command lines, start nothing")
     run.add_argument("--accel", choices=ACCELERATORS, default="tcg", help="QEMU accelerator (default: tcg)")
+    run.add_argument("--timeout-factor", type=_positive_float, default=1.0, metavar="F",
+                     help="multiply boot, SSH and test deadlines by F (slow or loaded hosts)")
     run.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
                      help="run each cell N times (racy tests); reports show the rate, e.g. FAIL 2/10")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",

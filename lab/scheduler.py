@@ -156,7 +156,7 @@ class Guest:
 class Runner:
     def __init__(self, lab: Lab, out_dir: Path, journal: Journal, *, accel: str = "tcg",
                  progress: Progress = lambda _: None, params: dict[str, dict] | None = None,
-                 repeat: int = 1):
+                 repeat: int = 1, timeout_factor: float = 1.0):
         self.lab = lab
         self.out_dir = out_dir
         self.journal = journal
@@ -166,6 +166,7 @@ class Runner:
         self.ports = PortAllocator()
         self.params = params or {}  # testcase -> {parameter: value} given with --param
         self.repeat = repeat  # attempts per cell
+        self.timeout_factor = timeout_factor  # scales boot, SSH and test deadlines (slow hosts)
         self.client_key, _ = client_key()
         allow_starts()
         self._cells: list[CellResult] = []
@@ -275,15 +276,17 @@ class Runner:
                         continue
                 raise
         try:
-            state, line = console.wait_boot(arch.guest.boot_timeout_s)
+            boot_timeout = arch.guest.boot_timeout_s * self.timeout_factor
+            ssh_timeout = arch.guest.ssh_timeout_s * self.timeout_factor
+            state, line = console.wait_boot(boot_timeout)
             if state is BootState.BOOTING:
-                raise BootError(f"guest not ready within {arch.guest.boot_timeout_s:.0f} s "
+                raise BootError(f"guest not ready within {boot_timeout:.0f} s "
                                 f"(last console line: {_last_line(console.text())})")
             if state is not BootState.READY:
                 raise BootError(f"guest did not boot: {line}")
             ready_s = time.monotonic() - qemu.started_at
-            wait_for_banner(port, arch.guest.ssh_timeout_s)
-            remote = Remote(port, art.host_key, self.client_key, timeout_s=arch.guest.ssh_timeout_s)
+            wait_for_banner(port, ssh_timeout)
+            remote = Remote(port, art.host_key, self.client_key, timeout_s=ssh_timeout)
             remote.connect()
             ssh_s = time.monotonic() - qemu.started_at
         except BaseException:
@@ -314,7 +317,7 @@ class Runner:
             argv = [remote_path, *case.arguments(self.params.get(case.name, {}))]
             if "blockdev" in case.needs and guest.scratch_disk:
                 argv.append(f"--blockdev={job.arch.guest.blockdev}")
-            result = guest.remote.run(argv, timeout_s=case.timeout_s)
+            result = guest.remote.run(argv, timeout_s=case.timeout_s * self.timeout_factor)
         except InfraError as exc:
             cell.message = str(exc)
             healthy = False
@@ -329,7 +332,7 @@ class Runner:
             cell.stdout, cell.stderr = result.stdout, result.stderr
             cell.status = status_for_exit(result.exit_code)
             cell.metrics = parse_metrics(result.stdout)
-            cell.message = _summary(cell.status, result.exit_code, result.stdout, case.timeout_s)
+            cell.message = _summary(cell.status, result.exit_code, result.stdout, case.timeout_s * self.timeout_factor)
             if result.timed_out:
                 healthy = False  # the test may still be running: the next one gets a fresh guest
         state, line = _crash(console_text, guest)

@@ -179,7 +179,7 @@ def test_timeout_skip_and_bad_exit_codes(artifacts, repo_copy, tmp_path):
             f'description = "{name}"\nsource = "{name}.c"\ntimeout_s = {timeout}\n')
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", ARCH, "--kernel", "6.12",
-                           "--test", ",".join(STATUS_CASES), "--out", str(out)],
+                           "--test", ",".join(STATUS_CASES), "--timeout-factor", "2", "--out", str(out)],
                           capture_output=True, text=True, cwd=REPO, timeout=600,
                           env={**os.environ, "LAB_ROOT": str(repo_copy)})
     print(proc.stdout, proc.stderr)
@@ -187,7 +187,8 @@ def test_timeout_skip_and_bad_exit_codes(artifacts, repo_copy, tmp_path):
     cells = {c["testcase"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
     assert cells["sleeper"]["status"] == "TIMEOUT"
     assert cells["sleeper"]["exit_code"] is None and cells["sleeper"]["stdout"].startswith("sleeping")
-    assert 3 <= cells["sleeper"]["duration_s"] < 30
+    assert 6 <= cells["sleeper"]["duration_s"] < 30, "timeout_s 3 x --timeout-factor 2"
+    assert cells["sleeper"]["message"] == "no result within 6 s"
     assert cells["skipper"]["status"] == "SKIP"
     assert cells["skipper"]["message"] == "SKIP: no such feature here"
     assert cells["broken"]["status"] == "ERROR"
