@@ -155,7 +155,7 @@ def cmd_run(args) -> int:
     try:
         artifacts = prepare(lab, jobs, progress)
         runner = Runner(lab, out, journal, accel=args.accel, progress=progress, params=plan["params"],
-                        repeat=plan["repeat"], timeout_factor=args.timeout_factor)
+                        repeat=plan["repeat"], timeout_factor=args.timeout_factor, retries=args.retries)
         runner.run(jobs, artifacts, args.jobs)
     except KeyboardInterrupt:
         exit_code = EXIT_SIGINT
@@ -326,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--accel", choices=ACCELERATORS, default="tcg", help="QEMU accelerator (default: tcg)")
     run.add_argument("--timeout-factor", type=_positive_float, default=1.0, metavar="F",
                      help="multiply boot, SSH and test deadlines by F (slow or loaded hosts)")
+    run.add_argument("--retries", type=int, default=1, choices=range(0, 10), metavar="N",
+                     help="retry an infrastructure ERROR (boot, SSH, guest crash) N times (default 1); "
+                          "FAIL, SKIP and TIMEOUT are never retried")
     run.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
                      help="run each cell N times (racy tests); reports show the rate, e.g. FAIL 2/10")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",

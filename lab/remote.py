@@ -98,7 +98,12 @@ class Remote:
         except paramiko.BadHostKeyException as exc:
             raise SshError(f"guest on port {self.port} presented a host key that is not the image's "
                            f"pinned key ({exc.key.get_name()})") from None
-        except (paramiko.SSHException, OSError, EOFError) as exc:
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                raise SshError(f"guest on port {self.port} presented a host key that is not the image's "
+                               f"pinned key: {exc}") from None
+            raise SshError(f"SSH login to 127.0.0.1:{self.port} failed: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - whatever the SSH stack raises, the guest is unreachable
             raise SshError(f"SSH login to 127.0.0.1:{self.port} failed: {exc}") from None
 
     def run(self, argv: list[str], timeout_s: float) -> CommandResult:
@@ -110,8 +115,8 @@ class Remote:
         except invoke.exceptions.CommandTimedOut as exc:
             res = exc.result
             return CommandResult(None, res.stdout, res.stderr, time.monotonic() - started)
-        except (paramiko.SSHException, OSError, EOFError, invoke.exceptions.UnexpectedExit) as exc:
-            raise SshError(f"running {command!r} over SSH failed: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - paramiko, socket and invoke's ThreadException alike
+            raise SshError(f"running {command!r} over SSH failed: {type(exc).__name__}: {exc}") from None
         return CommandResult(result.exited, result.stdout, result.stderr, time.monotonic() - started)
 
     def check(self, argv: list[str], timeout_s: float = 30.0) -> str:
@@ -128,8 +133,8 @@ class Remote:
         """Copy a file over SFTP and verify its sha256 inside the guest."""
         try:
             self.conn.put(str(local), remote=remote)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise SshError(f"push of {local.name} to {remote} failed: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the SFTP layer fails in many ways when the guest dies
+            raise SshError(f"push of {local.name} to {remote} failed: {type(exc).__name__}: {exc}") from None
         seen = self.check(["sha256sum", remote]).split()
         if not seen or seen[0] != sha256:
             raise SshError(f"push of {local.name}: sha256 in the guest is {seen[0] if seen else '?'}, expected {sha256}")

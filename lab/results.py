@@ -45,6 +45,7 @@ class CellResult:
     metrics: dict[str, float] = field(default_factory=dict)  # from the test's "result: k=v ..." line
     attempts: list[dict] = field(default_factory=list)  # with --repeat: one summary per attempt
     rate: str = ""  # with --repeat: e.g. "FAIL 2/10"
+    retries: list[str] = field(default_factory=list)  # infrastructure errors that were retried first
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -156,7 +156,7 @@ class Guest:
 class Runner:
     def __init__(self, lab: Lab, out_dir: Path, journal: Journal, *, accel: str = "tcg",
                  progress: Progress = lambda _: None, params: dict[str, dict] | None = None,
-                 repeat: int = 1, timeout_factor: float = 1.0):
+                 repeat: int = 1, timeout_factor: float = 1.0, retries: int = 1):
         self.lab = lab
         self.out_dir = out_dir
         self.journal = journal
@@ -167,6 +167,7 @@ class Runner:
         self.params = params or {}  # testcase -> {parameter: value} given with --param
         self.repeat = repeat  # attempts per cell
         self.timeout_factor = timeout_factor  # scales boot, SSH and test deadlines (slow hosts)
+        self.retries = retries  # extra tries after an infrastructure ERROR
         self.client_key, _ = client_key()
         allow_starts()
         self._cells: list[CellResult] = []
@@ -215,11 +216,21 @@ class Runner:
         # (testcase, attempt number): every attempt of every testcase, in order.
         pending = [(case, n) for case in job.testcases for n in range(1, self.repeat + 1)]
         attempts: dict[str, list[CellResult]] = {case.name: [] for case in job.testcases}
+        retried: dict[tuple[str, int], list[str]] = {}  # infra errors that were retried, per attempt
 
         def finish(case: Testcase, cell: CellResult, n: int) -> None:
+            cell.retries = retried.get((case.name, n), [])
             attempts[case.name].append(cell)
             if n == self.repeat:
                 self.record(combine_attempts(attempts[case.name]))
+
+        def may_retry(case: Testcase, n: int, error: str) -> bool:
+            notes = retried.setdefault((case.name, n), [])
+            if len(notes) >= self.retries:
+                return False
+            notes.append(error)
+            self.progress(f"{job.name} {case.name}: retrying after an infrastructure error: {error}")
+            return True
 
         boots = 0
         while pending and not self.stop.is_set():
@@ -228,6 +239,9 @@ class Runner:
             try:
                 guest = self.start_guest(job, art, console_log)
             except InfraError as exc:
+                case, n = pending[0]
+                if may_retry(case, n, f"boot {boots}: {exc}"):
+                    continue
                 console = tail(console_log.read_text(errors="replace"), 40) if console_log.exists() else ""
                 for case, n in pending:
                     finish(case, CellResult(job.arch.name, job.kernel.name, case.name, "ERROR", str(exc),
@@ -238,6 +252,10 @@ class Runner:
                 while pending and not self.stop.is_set():
                     case, n = pending.pop(0)
                     cell, healthy = self.run_cell(job, art, guest, case, log_dir, console_log, n)
+                    # Lost SSH or a crashed guest (not a test's own verdict): once more, on a fresh guest.
+                    if cell.status == "ERROR" and not healthy and may_retry(case, n, cell.message):
+                        pending.insert(0, (case, n))
+                        break
                     finish(case, cell, n)
                     if not healthy or (case.fresh_boot and n < self.repeat):
                         break

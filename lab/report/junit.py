@@ -11,6 +11,8 @@ from lab.report.matrix import Matrix
 
 def _test_case(cell) -> TestCase:
     stdout = cell.stdout
+    if cell.retries:
+        stdout = "retried after: " + "; ".join(cell.retries) + "\n\n" + stdout
     if cell.attempts:
         stdout = f"{cell.rate} over {len(cell.attempts)} attempts\n{cell.attempts_text()}\n\n{stdout}"
     case = TestCase(cell.testcase, classname=f"lab.{cell.arch}.{cell.kernel}", elapsed_sec=cell.duration_s,

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -133,6 +134,8 @@ def test_missing_initrd_is_error(artifacts, tmp_path):
     (cell,) = Journal.read(journal.path)
     assert cell.status == "ERROR"
     assert "qemu-system-i386 exited at once" in cell.message and "no-such-initrd" in cell.message
+    # A boot failure is infrastructure: retried once (by default), and the retry is recorded.
+    assert len(cell.retries) == 1 and cell.retries[0].startswith("boot 1: qemu-system-i386 exited at once")
 
 
 def test_image_build_is_cached(artifacts):
@@ -294,3 +297,43 @@ def test_sigkill_mid_run_then_resume_completes_without_repeating(artifacts, tmp_
     assert cells[0].key == first.key
     assert {c["kernel"] for c in json.loads((out / "results.json").read_text())["cells"]} == {"6.1", "6.12"}
     assert proc.returncode == 0
+
+
+def test_qemu_killed_mid_test_is_retried_not_failed(artifacts, tmp_path):
+    """SIGKILL to QEMU while a racy test runs: that try is an infra ERROR, retried on a fresh guest."""
+    out = tmp_path / "run"
+    lab = subprocess.Popen([sys.executable, "-m", "lab", "run", "--arch", ARCH, "--kernel", "6.12",
+                            "--test", "odirect_swapout", "--param", "duration=6", "--out", str(out)],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmdline = out / "logs/i386-pae/6.12/console.cmdline"
+    deadline = time.monotonic() + 120
+    victim = None
+    while time.monotonic() < deadline and victim is None:
+        if cmdline.exists():
+            port = cmdline.read_text().split("hostfwd=tcp:127.0.0.1:")[1].split("-")[0]
+            victim = next((int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                           and f"127.0.0.1:{port}-".encode() in _cmdline(p)), None)
+        time.sleep(0.05)
+    assert victim, "QEMU did not start"
+    # Once the guest is up the lab logs in, pushes and runs the 6 s test: kill QEMU in there.
+    console = out / "logs/i386-pae/6.12/console.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and b"qemu-lab: READY" not in console.read_bytes():
+        time.sleep(0.05)
+    time.sleep(2)
+    os.kill(victim, signal.SIGKILL)
+    stdout, stderr = lab.communicate(timeout=300)
+    print(stdout, stderr)
+    assert lab.returncode == 0, stderr
+    (cell,) = json.loads((out / "results.json").read_text())["cells"]
+    assert cell["status"] == "PASS", cell
+    assert len(cell["retries"]) == 1, cell
+    assert "retrying after an infrastructure error" in stderr
+    assert (out / "logs/i386-pae/6.12/console-2.log").is_file()
+
+
+def _cmdline(proc_dir):
+    try:
+        return (proc_dir / "cmdline").read_bytes()
+    except OSError:
+        return b""
