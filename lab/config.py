@@ -32,6 +32,11 @@ class KernelBuild:
     image_target: str  # make target, e.g. bzImage
     image_path: str  # the built image, relative to the build directory
     fragment: str  # arch fragment in configs/kernel/, applied after common.config
+    srcarch: str = ""  # the arch/<dir> of the kernel tree when it differs from make_arch (i386 -> x86)
+
+    @property
+    def arch_dir(self) -> str:
+        return self.srcarch or self.make_arch
 
 
 @dataclass(frozen=True)

@@ -86,10 +86,13 @@ def unmet_options(final_config: str, wanted: dict[str, str], defined: set[str] |
 _KCONFIG_SYMBOL = re.compile(r"^\s*(?:menu)?config\s+(\w+)\s*$", re.MULTILINE)
 
 
-def defined_symbols(tree: Path) -> set[str]:
-    """Every CONFIG_ symbol some Kconfig file of the source tree defines."""
+def defined_symbols(tree: Path, arch_dir: str) -> set[str]:
+    """Every CONFIG_ symbol the Kconfig files for this arch define (other arches' are not seen)."""
     symbols: set[str] = set()
     for kconfig in tree.rglob("Kconfig*"):
+        parts = kconfig.relative_to(tree).parts
+        if parts[0] == "arch" and len(parts) > 2 and parts[1] != arch_dir:
+            continue
         if kconfig.is_file():
             symbols.update("CONFIG_" + s for s in _KCONFIG_SYMBOL.findall(kconfig.read_text(errors="replace")))
     return symbols
@@ -141,7 +144,7 @@ def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, entry
             dot_config = build / ".config"
             dot_config.write_text(merge_fragments(dot_config.read_text(), wanted))
             run_logged(make + ["olddefconfig"], log, what=f"{what}: make olddefconfig")
-            defined = defined_symbols(tree)
+            defined = defined_symbols(tree, arch.kernel.arch_dir)
             unknown = sorted(set(wanted) - defined)
             if unknown:
                 with log.open("a") as fh:
