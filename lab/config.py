@@ -135,6 +135,8 @@ class Testcase:
     kind: str = field(default="deterministic", metadata=_choices("deterministic", "race"))
     # A fresh guest for every repetition (--repeat), e.g. when a test leaves state behind.
     fresh_boot: bool = False
+    # A kernel panic during the test is the test's finding (FAIL), not an infrastructure ERROR.
+    crash_is_failure: bool = False
     params: typing.Mapping[str, Param] = field(default_factory=dict)
 
     def arguments(self, overrides: typing.Mapping[str, object]) -> list[str]:

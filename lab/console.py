@@ -63,6 +63,31 @@ def kernel_problems(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if _KERNEL_PROBLEM.search(line)]
 
 
+_REPORT_START = re.compile(r"-+\[ cut here \]-+|\bBUG: |\bOops\b|Unable to handle kernel|general protection fault|"
+                           r"\b(KASAN|KFENCE|UBSAN): |soft lockup|hard LOCKUP|rcu: INFO: .*detected stalls|"
+                           r"Kernel panic - not syncing")
+_REPORT_END = re.compile(r"-+\[ end (trace|Kernel panic)[^\]]*\]-+")
+EXCERPT_MAX_LINES = 80
+
+
+def kernel_excerpts(text: str) -> list[str]:
+    """Each kernel report on the console, from its first line (the cut-here line when
+    there is one) to its end-trace line; at most EXCERPT_MAX_LINES lines each."""
+    lines = text.splitlines()
+    excerpts: list[str] = []
+    i = 0
+    while i < len(lines):
+        if not _REPORT_START.search(lines[i]):
+            i += 1
+            continue
+        end = i
+        while end < len(lines) - 1 and not _REPORT_END.search(lines[end]) and end - i < EXCERPT_MAX_LINES - 1:
+            end += 1
+        excerpts.append("\n".join(lines[i:end + 1]))
+        i = end + 1
+    return excerpts
+
+
 def tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 

@@ -38,6 +38,7 @@ class CellResult:
     stderr: str = ""
     console: str = ""  # what the console printed while the test ran
     kernel_messages: list[str] = field(default_factory=list)
+    kernel_excerpts: list[str] = field(default_factory=list)  # each report, cut-here to end-trace
     logs: dict[str, str] = field(default_factory=dict)  # name -> path relative to the run dir
     timings: dict[str, float] = field(default_factory=dict)  # seconds since QEMU start
     expected: str = ""  # the declared expected status, if any (e.g. "FAIL")
@@ -119,6 +120,7 @@ def combine_attempts(attempts: list[CellResult]) -> CellResult:
     cell.message = f"{deciding.message} ({cell.rate})"
     cell.duration_s = round(sum(a.duration_s for a in attempts), 3)
     cell.kernel_messages = [m for a in attempts for m in a.kernel_messages]
+    cell.kernel_excerpts = [e for a in attempts for e in a.kernel_excerpts]
     totals = {}
     for a in attempts:
         for key, value in a.metrics.items():

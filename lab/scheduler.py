@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from lab.config import Arch, KernelSource, Lab, Testcase
-from lab.console import BootState, kernel_problems, panic_line, tail
+from lab.console import BootState, kernel_excerpts, kernel_problems, panic_line, tail
 from lab.errors import BootError, BuildError, InfraError
 from lab.images import boot_initrd, ensure_image
 from lab.kernels import KernelArtifact, ensure_kernel
@@ -242,10 +242,12 @@ class Runner:
                 case, n = pending[0]
                 if may_retry(case, n, f"boot {boots}: {exc}"):
                     continue
-                console = tail(console_log.read_text(errors="replace"), 40) if console_log.exists() else ""
+                text = console_log.read_text(errors="replace") if console_log.exists() else ""
                 for case, n in pending:
                     finish(case, CellResult(job.arch.name, job.kernel.name, case.name, "ERROR", str(exc),
-                                            kernel_version=version, console=console,
+                                            kernel_version=version, console=tail(text, 40),
+                                            kernel_messages=kernel_problems(text),
+                                            kernel_excerpts=kernel_excerpts(text),
                                             logs={"console": self._rel(console_log)}), n)
                 return
             try:
@@ -345,6 +347,7 @@ class Runner:
         console_text = guest.console.text(offset)
         cell.console = console_text
         cell.kernel_messages = kernel_problems(console_text)
+        cell.kernel_excerpts = kernel_excerpts(console_text)
         if result is not None:
             cell.exit_code = result.exit_code
             cell.stdout, cell.stderr = result.stdout, result.stderr
@@ -355,8 +358,10 @@ class Runner:
                 healthy = False  # the test may still be running: the next one gets a fresh guest
         state, line = _crash(console_text, guest)
         if state:
-            # The guest crashed under the test: no answer from the test can be trusted.
-            cell.status, cell.message, healthy = "ERROR", f"guest crashed during the test: {line}", False
+            # The guest crashed under the test: no answer from the test can be trusted,
+            # unless the testcase says that a crash is what it looks for.
+            cell.status = "FAIL" if case.crash_is_failure else "ERROR"
+            cell.message, healthy = f"guest crashed during the test: {line}", False
         case_dir = log_dir / case.name / (f"attempt-{attempt}" if self.repeat > 1 else "")
         case_dir.mkdir(parents=True, exist_ok=True)
         for name, text in (("stdout", cell.stdout), ("stderr", cell.stderr), ("console", console_text)):

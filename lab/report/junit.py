@@ -11,6 +11,8 @@ from lab.report.matrix import Matrix
 
 def _test_case(cell) -> TestCase:
     stdout = cell.stdout
+    if cell.kernel_excerpts:
+        stdout = "kernel reports on the console:\n" + "\n\n".join(cell.kernel_excerpts) + "\n\n" + stdout
     if cell.retries:
         stdout = "retried after: " + "; ".join(cell.retries) + "\n\n" + stdout
     if cell.attempts:

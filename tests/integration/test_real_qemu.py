@@ -123,6 +123,7 @@ def test_kernel_panic_at_boot_is_error(artifacts, tmp_path):
     assert cell.status == "ERROR"
     assert cell.message.startswith("guest did not boot: Kernel panic - not syncing: Attempted to kill init!")
     assert "Kernel panic" in cell.console
+    assert cell.kernel_excerpts and cell.kernel_excerpts[0].startswith("Kernel panic - not syncing: Attempted to kill init!")
     assert time.monotonic() - started < 60, "a panic must be seen at once, not after the boot deadline"
 
 

@@ -73,3 +73,19 @@ def test_boot_deadline(tmp_path):
 def test_init_reported_failure():
     text = "qemu-lab: swap on /dev/zram0\nqemu-lab: BOOT-FAILED: dropbear did not start\n"
     assert boot_state(text, exited=False) == (BootState.FAILED, "qemu-lab: BOOT-FAILED: dropbear did not start")
+
+
+def test_kernel_excerpts_span_cut_here_to_end_trace():
+    from lab.console import kernel_excerpts
+    text = _log("console-riscv-bug.log")  # real: riscv64 6.12 without ISA fallback on QEMU 7.2
+    excerpts = kernel_excerpts(text)
+    assert excerpts[0].splitlines()[0] == "------------[ cut here ]------------"
+    assert excerpts[0].splitlines()[1] == "kernel BUG at arch/riscv/kernel/smpboot.c:151!"
+    assert excerpts[0].splitlines()[-1] == "---[ end trace 0000000000000000 ]---"
+    assert excerpts[1].splitlines()[0] == "Kernel panic - not syncing: Fatal exception in interrupt"
+    assert excerpts[1].splitlines()[-1].startswith("---[ end Kernel panic")
+    assert len(excerpts) == 2
+    warn = kernel_excerpts(_log("console-warn.log"))
+    assert warn[0].splitlines()[1].startswith("[   12.100100] WARNING: CPU: 0 PID: 77")
+    assert warn[0].splitlines()[-1].endswith("---[ end trace 0000000000000000 ]---")
+    assert kernel_excerpts(_log("console-ready.log")) == []

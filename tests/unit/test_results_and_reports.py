@@ -171,3 +171,16 @@ def test_reports_show_attempt_rates(tmp_path):
     assert "attempt 2: FAIL (5.0 s): FAIL: run 2" in case.find("system-out").text
     page = (tmp_path / "cells/i386-pae__6.1__odirect_swapout.html").read_text()
     assert "<h2>Attempts: FAIL 1/3</h2>" in page and "<th>iterations</th><td>30</td>" in page
+
+
+def test_kernel_excerpts_in_junit_and_html(tmp_path):
+    excerpt = "------------[ cut here ]------------\nWARNING: CPU: 0 PID: 7 at mm/memory.c:1 x\n---[ end trace 0 ]---"
+    cell = CellResult("i386-pae", "6.1", "swp_exclusive", "PASS", "PASS: ok", stdout="PASS: ok\n",
+                      kernel_messages=["WARNING: CPU: 0 PID: 7 at mm/memory.c:1 x"], kernel_excerpts=[excerpt])
+    meta = {**META, "kernels": ["6.1"], "testcases": ["swp_exclusive"], "jobs": [["i386-pae", "6.1"]]}
+    write_reports(tmp_path, [cell], meta)
+    (case,) = list(ET.parse(tmp_path / "junit.xml").getroot().iter("testcase"))
+    assert excerpt in case.find("system-out").text
+    page = (tmp_path / "cells/i386-pae__6.1__swp_exclusive.html").read_text()
+    assert "<h2>Kernel reports on the console</h2>" in page and "[ cut here ]" in page
+    assert "kernel messages" in (tmp_path / "matrix.html").read_text()
