@@ -18,9 +18,9 @@ from pathlib import Path
 import pexpect
 
 READY_MARKER = "qemu-lab: READY"
-_BOOT_FAILED = re.compile(r"qemu-lab: BOOT-FAILED: .*")
+_BOOT_FAILED = re.compile(r"qemu-lab: BOOT-FAILED: [^\n]*\n")
 
-_PANIC = re.compile(r"Kernel panic - not syncing.*")
+_PANIC = re.compile(r"Kernel panic - not syncing[^\n]*\n")
 # Lines that mean the kernel reported a problem, whatever the test said.
 _KERNEL_PROBLEM = re.compile(
     r"Kernel panic - not syncing|\bBUG: |\bOops\b|\bWARNING: |-+\[ cut here \]-+|"
@@ -37,18 +37,22 @@ class BootState(Enum):
     EXITED = "exited"  # QEMU ended before the guest was ready
 
 
-def panic_line(text: str) -> str | None:
-    """The "Kernel panic - not syncing" line, if the kernel panicked."""
-    panic = _PANIC.search(text)
+def panic_line(text: str, exited: bool = True) -> str | None:
+    """The "Kernel panic - not syncing" line, if the kernel panicked.
+
+    A line is only judged once complete (or once QEMU has exited), so that the
+    reason is never cut off mid-line.
+    """
+    panic = _PANIC.search(text if not exited else text + "\n")
     return panic.group(0).strip() if panic else None
 
 
 def boot_state(text: str, exited: bool) -> tuple[BootState, str]:
     """Where a boot stands, given the console text so far; with the deciding line."""
-    panic = panic_line(text)
+    panic = panic_line(text, exited)
     if panic:
         return BootState.PANIC, panic
-    failed = _BOOT_FAILED.search(text)
+    failed = _BOOT_FAILED.search(text if not exited else text + "\n")
     if failed:
         return BootState.FAILED, failed.group(0).strip()
     if READY_MARKER in text:

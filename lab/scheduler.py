@@ -374,7 +374,7 @@ class Runner:
 
 
 def _crash(console_text: str, guest: Guest) -> tuple[bool, str]:
-    panic = panic_line(console_text)
+    panic = panic_line(console_text, exited=guest.console.eof)
     if panic:
         return True, panic
     if guest.console.eof:

@@ -89,3 +89,12 @@ def test_kernel_excerpts_span_cut_here_to_end_trace():
     assert warn[0].splitlines()[1].startswith("[   12.100100] WARNING: CPU: 0 PID: 77")
     assert warn[0].splitlines()[-1].endswith("---[ end trace 0000000000000000 ]---")
     assert kernel_excerpts(_log("console-ready.log")) == []
+
+
+def test_lines_are_judged_only_when_complete():
+    partial = "booting\nKernel panic - not syncing: A"
+    assert boot_state(partial, exited=False) == (BootState.BOOTING, "")
+    assert boot_state(partial + "ttempted to kill init!\n", exited=False) == (
+        BootState.PANIC, "Kernel panic - not syncing: Attempted to kill init!")
+    assert boot_state(partial, exited=True) == (BootState.PANIC, "Kernel panic - not syncing: A")
+    assert boot_state("qemu-lab: BOOT-FAILED: drop", exited=False)[0] is BootState.BOOTING
