@@ -197,7 +197,8 @@ class Runner:
             return  # an interrupted cell is not a result; a resumed run would run it again
         expectation = self.lab.expectation(cell.arch, cell.kernel, cell.testcase)
         if expectation:
-            cell.apply_expectation(expectation.status, expectation.reason)
+            racy = self.lab.testcases[cell.testcase].kind == "race"
+            cell.apply_expectation(expectation.status, expectation.reason, racy=racy)
         self.journal.append(cell)
         with self._lock:
             self._cells.append(cell)

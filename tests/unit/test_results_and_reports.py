@@ -104,6 +104,11 @@ def test_expectations_rename_outcomes():
     assert (error.status, error.outcome) == ("ERROR", "ERROR")  # an infra problem stays an infra problem
     assert run_exit_code([xfail]) == 0
     assert run_exit_code([xfail, xpass]) == 1
+    race = CellResult("sparc64", "6.1", "odirect_swapout", "PASS", "PASS: no corruption in 9 iterations")
+    race.apply_expectation("FAIL", "fixed in 6.3", racy=True)
+    assert (race.status, race.expected) == ("PASS", "FAIL")
+    assert race.message == "PASS: no corruption in 9 iterations (expected FAIL: not reproduced this time)"
+    assert run_exit_code([race]) == 0
 
 
 def test_reports_show_expected_and_actual(tmp_path):
