@@ -115,6 +115,20 @@ def parse_metrics(stdout: str) -> dict[str, float]:
 _DECIDING_ORDER = ("FAIL", "TIMEOUT", "ERROR", "PASS", "SKIP")
 
 
+def _combine_metrics(all_metrics: list[dict[str, float]]) -> dict[str, float]:
+    """Counts and durations add up over attempts; a first_* metric (the time of a first
+    event, -1 when it never happened) is the earliest one that happened."""
+    combined: dict[str, float] = {}
+    for metrics in all_metrics:
+        for key, value in metrics.items():
+            if key.startswith("first_"):
+                seen = [v for v in (combined.get(key, -1), value) if v >= 0]
+                combined[key] = min(seen) if seen else -1
+            else:
+                combined[key] = combined.get(key, 0) + value
+    return combined
+
+
 def combine_attempts(attempts: list[CellResult]) -> CellResult:
     """One cell from the attempts of a repeated testcase (a single attempt is returned as is)."""
     if len(attempts) == 1:
@@ -127,11 +141,7 @@ def combine_attempts(attempts: list[CellResult]) -> CellResult:
     cell.duration_s = round(sum(a.duration_s for a in attempts), 3)
     cell.kernel_messages = [m for a in attempts for m in a.kernel_messages]
     cell.kernel_excerpts = [e for a in attempts for e in a.kernel_excerpts]
-    totals = {}
-    for a in attempts:
-        for key, value in a.metrics.items():
-            totals[key] = totals.get(key, 0) + value
-    cell.metrics = totals
+    cell.metrics = _combine_metrics([a.metrics for a in attempts])
     cell.attempts = [{"attempt": n, "status": a.status, "exit_code": a.exit_code, "duration_s": a.duration_s,
                       "message": a.message, "metrics": a.metrics, "logs": a.logs}
                      for n, a in enumerate(attempts, 1)]

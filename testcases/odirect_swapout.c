@@ -14,7 +14,8 @@
  *
  * Bounded by --duration=SECONDS and --iterations=N (0: no limit); the device
  * comes from --blockdev=PATH, set by the lab. Prints one result line:
- *   result: iterations=N pageouts=N detections=N elapsed=S
+ *   result: iterations=N pageouts=N detections=N elapsed=S first_detection=S
+ * (first_detection: seconds until the first corruption was seen, -1 if none).
  * Exit codes (kselftest): 0 no corruption seen, 1 corruption seen, 4 skip
  * (no swap, no device, O_DIRECT refused), 3 the test could not run.
  */
@@ -197,7 +198,7 @@ int main(int argc, char **argv)
 	}
 
 	uint64_t iterations = 0, detections = 0, read_errors = 0;
-	double begin = now(), elapsed = 0;
+	double begin = now(), elapsed = 0, first_detection = -1;
 	while (!atomic_load(&stop)) {
 		memset(s.page, PATTERN, SECTOR);
 		ssize_t got = pread(fd, s.page, SECTOR, 0);
@@ -206,6 +207,8 @@ int main(int argc, char **argv)
 		} else {
 			for (int i = 0; i < SECTOR; i++) {
 				if (s.page[i] != 0) {
+					if (!detections)
+						first_detection = now() - begin;
 					detections++;
 					break;
 				}
@@ -221,8 +224,9 @@ int main(int argc, char **argv)
 		pthread_join(threads[i], NULL);
 	close(fd);
 
-	printf("result: iterations=%" PRIu64 " pageouts=%" PRIu64 " detections=%" PRIu64 " elapsed=%.1f\n",
-	       iterations, (uint64_t)atomic_load(&pageouts), detections, elapsed);
+	printf("result: iterations=%" PRIu64 " pageouts=%" PRIu64 " detections=%" PRIu64
+	       " elapsed=%.1f first_detection=%.2f\n",
+	       iterations, (uint64_t)atomic_load(&pageouts), detections, elapsed, first_detection);
 	if (read_errors) {
 		printf("ERROR: %" PRIu64 " O_DIRECT reads failed\n", read_errors);
 		return EXIT_BROKEN;

@@ -189,3 +189,10 @@ def test_kernel_excerpts_in_junit_and_html(tmp_path):
     page = (tmp_path / "cells/i386-pae__6.1__swp_exclusive.html").read_text()
     assert "<h2>Kernel reports on the console</h2>" in page and "[ cut here ]" in page
     assert "kernel messages" in (tmp_path / "matrix.html").read_text()
+
+
+def test_first_event_metrics_take_the_earliest():
+    from lab.results import _combine_metrics
+    assert _combine_metrics([{"iterations": 5, "first_detection": 2.4}, {"iterations": 7, "first_detection": -1},
+                             {"iterations": 1, "first_detection": 0.35}]) == {"iterations": 13, "first_detection": 0.35}
+    assert _combine_metrics([{"first_detection": -1}, {"first_detection": -1}]) == {"first_detection": -1}
