@@ -116,7 +116,9 @@ def ensure_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Progress
         if meta is None:
             meta = _build(lab, arch, source, compiler, entry, progress)
     if not meta["ok"]:
-        raise BuildError(f"kernel {source.name} for {arch.name} failed to build: {meta['error']} "
+        # Paths in the kernel tree read best relative to it (as in the kernel's own messages).
+        error = re.sub(r"\S*/kernel-sources/[0-9a-f]+/", "", meta["error"])
+        raise BuildError(f"kernel {source.name} for {arch.name} failed to build: {error} "
                          f"(log: {entry.path / 'build.log'})")
     return KernelArtifact(arch=arch.name, kernel=source.name, key=key, image=entry.path / "image",
                           config=entry.path / "config", log=entry.path / "build.log", version=meta["version"])
