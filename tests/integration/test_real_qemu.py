@@ -338,3 +338,33 @@ def _cmdline(proc_dir):
         return (proc_dir / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_guest_without_sshd_is_a_boot_error_at_the_deadline(artifacts, tmp_path):
+    """A kernel that boots into a shell instead of the lab's init: no ready marker, ERROR at the deadline."""
+    jobs, prepared = artifacts
+    job = jobs[1]
+    arch = dataclasses.replace(job.arch, qemu=dataclasses.replace(job.arch.qemu, append=("rdinit=/bin/sh",)),
+                               guest=dataclasses.replace(job.arch.guest, boot_timeout_s=8))
+    job = dataclasses.replace(job, arch=arch)
+    journal = Journal(tmp_path / "journal.jsonl")
+    started = time.monotonic()
+    Runner(LAB, tmp_path, journal, retries=0).run_job(job, prepared[jobs[1].name])
+    (cell,) = Journal.read(journal.path)
+    assert cell.status == "ERROR"
+    assert cell.message.startswith("guest not ready within 8 s (last console line: ")
+    assert 8 <= time.monotonic() - started < 30
+
+
+def test_corrupt_kernel_image_is_an_error(artifacts, tmp_path):
+    jobs, prepared = artifacts
+    bad = tmp_path / "bzImage"
+    bad.write_bytes(b"this is not a kernel\n" * 1000)
+    art = dataclasses.replace(prepared[jobs[0].name], kernel=dataclasses.replace(prepared[jobs[0].name].kernel,
+                                                                                 image=bad))
+    journal = Journal(tmp_path / "journal.jsonl")
+    Runner(LAB, tmp_path, journal, retries=0).run_job(jobs[0], art)
+    (cell,) = Journal.read(journal.path)
+    assert cell.status == "ERROR"
+    # QEMU itself rejects it ("qemu: linux kernel too old to load a ram disk"): a fast, clear ERROR.
+    assert cell.message.startswith("qemu-system-i386 exited at once: qemu: ")
