@@ -38,16 +38,19 @@ def client_key() -> tuple[Path, str]:
     return private, public
 
 
-def wait_for_banner(port: int, timeout_s: float) -> float:
+def wait_for_banner(port: int, timeout_s: float, alive=lambda: True) -> float:
     """Wait until sshd in the guest sends its banner; return the seconds it took.
 
     QEMU's user network accepts TCP on the forwarded port long before the guest
     listens, so a connect alone proves nothing: only an "SSH-" banner does.
+    `alive` says whether the guest still exists: no point probing a dead one.
     """
     started = time.monotonic()
     deadline = started + timeout_s
     last_error = "no answer"
     while time.monotonic() < deadline:
+        if not alive():
+            raise SshError(f"QEMU exited while waiting for the SSH banner on 127.0.0.1:{port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock:
                 sock.settimeout(max(0.1, min(3.0, deadline - time.monotonic())))

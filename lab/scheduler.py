@@ -306,7 +306,7 @@ class Runner:
             if state is not BootState.READY:
                 raise BootError(f"guest did not boot: {line}")
             ready_s = time.monotonic() - qemu.started_at
-            wait_for_banner(port, ssh_timeout)
+            wait_for_banner(port, ssh_timeout, alive=lambda: not console.eof)
             remote = Remote(port, art.host_key, self.client_key, timeout_s=ssh_timeout)
             remote.connect()
             ssh_s = time.monotonic() - qemu.started_at

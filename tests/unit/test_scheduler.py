@@ -16,3 +16,22 @@ def test_ports_are_never_handed_out_twice():
     taken = [ports.take() for _ in range(50)]
     assert len(set(taken)) == 50
     assert all(1024 <= p <= 65535 for p in taken)
+
+
+def test_banner_wait_stops_when_the_guest_is_gone():
+    import socket
+    import time
+
+    import pytest
+
+    from lab.errors import SshError
+    from lab.remote import wait_for_banner
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed: nothing listens
+    started = time.monotonic()
+    with pytest.raises(SshError, match="QEMU exited while waiting for the SSH banner"):
+        wait_for_banner(port, 30, alive=lambda: time.monotonic() - started < 0.5)
+    assert time.monotonic() - started < 3
+    with pytest.raises(SshError, match=r"no SSH banner on 127.0.0.1:\d+ within 1 s"):
+        wait_for_banner(port, 1)
