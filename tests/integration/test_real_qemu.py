@@ -368,3 +368,47 @@ def test_corrupt_kernel_image_is_an_error(artifacts, tmp_path):
     assert cell.status == "ERROR"
     # QEMU itself rejects it ("qemu: linux kernel too old to load a ram disk"): a fast, clear ERROR.
     assert cell.message.startswith("qemu-system-i386 exited at once: qemu: ")
+
+
+WARNER = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+/* The guest-side trigger: a WARN report injected into the kernel log (/dev/kmsg),
+   reaching the console exactly as the kernel's own reports do. */
+int main(void) {
+    const char *lines[] = {
+        "------------[ cut here ]------------\n",
+        "WARNING: CPU: 0 PID: 1 at mm/lab_injected.c:1 lab_injected_warn+0x0/0x10\n",
+        "---[ end trace 0000000000000000 ]---\n",
+    };
+    int fd = open("/dev/kmsg", O_WRONLY);
+    if (fd < 0) { puts("ERROR: no /dev/kmsg"); return 3; }
+    for (int i = 0; i < 3; i++) write(fd, lines[i], strlen(lines[i]));
+    close(fd);
+    sleep(1);
+    puts("PASS: the test itself is happy");
+    return 0;
+}
+"""
+
+
+def test_kernel_warning_during_a_passing_test_is_on_the_cell(artifacts, repo_copy, tmp_path):
+    (repo_copy / "testcases/warner.c").write_text(WARNER)
+    (repo_copy / "testcases/warner.toml").write_text('description = "warns"\nsource = "warner.c"\ntimeout_s = 30\n')
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", ARCH, "--kernel", "6.12", "--test", "warner",
+                           "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=600,
+                          env={**os.environ, "LAB_ROOT": str(repo_copy)})
+    print(proc.stdout, proc.stderr)
+    (cell,) = json.loads((out / "results.json").read_text())["cells"]
+    assert cell["status"] == "PASS"  # the test's verdict stands; the warning is recorded beside it
+    assert any("WARNING: CPU: 0 PID: 1 at mm/lab_injected.c:1" in m for m in cell["kernel_messages"])
+    (excerpt,) = cell["kernel_excerpts"]
+    assert "[ cut here ]" in excerpt.splitlines()[0] and "end trace" in excerpt.splitlines()[-1]
+    assert "kernel said: " in proc.stdout
+    junit = (out / "junit.xml").read_text()
+    assert "mm/lab_injected.c:1" in junit
+    page = (out / "cells/i386-pae__6.12__warner.html").read_text()
+    assert "Kernel reports on the console" in page and "lab_injected_warn" in page
