@@ -132,16 +132,17 @@ class Remote:
                            f"{detail[-1] if detail else 'no output'}")
         return res.stdout
 
-    def push(self, local: Path, remote: str, sha256: str) -> None:
-        """Copy a file over SFTP and verify its sha256 inside the guest."""
+    def push(self, local: Path, remote: str, sha256: str, timeout_s: float = 60.0) -> None:
+        """Copy a file over SFTP (with a deadline on every SFTP operation) and verify its sha256 in the guest."""
         try:
+            self.conn.sftp().get_channel().settimeout(timeout_s)
             self.conn.put(str(local), remote=remote)
         except Exception as exc:  # noqa: BLE001 - the SFTP layer fails in many ways when the guest dies
             raise SshError(f"push of {local.name} to {remote} failed: {type(exc).__name__}: {exc}") from None
-        seen = self.check(["sha256sum", remote]).split()
+        seen = self.check(["sha256sum", remote], timeout_s).split()
         if not seen or seen[0] != sha256:
             raise SshError(f"push of {local.name}: sha256 in the guest is {seen[0] if seen else '?'}, expected {sha256}")
-        self.check(["chmod", "0755", remote])
+        self.check(["chmod", "0755", remote], timeout_s)
 
     def start_detached(self, argv: list[str]) -> None:
         """Start a command without waiting (e.g. power-off, which drops the connection)."""

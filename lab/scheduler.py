@@ -32,6 +32,7 @@ Progress = Callable[[str], None]
 
 GUEST_DIR = "/tmp"
 POWEROFF_WAIT_S = 15.0
+PUSH_TIMEOUT_S = 60.0  # per SFTP operation and per check command of a push
 SCRATCH_DISK_BYTES = 64 << 20  # sparse: costs no host disk until written
 
 
@@ -334,7 +335,7 @@ class Runner:
         healthy = True
         try:
             remote_path = f"{GUEST_DIR}/{case.name}"
-            guest.remote.push(binary.path, remote_path, binary.sha256)
+            guest.remote.push(binary.path, remote_path, binary.sha256, timeout_s=PUSH_TIMEOUT_S * self.timeout_factor)
             argv = [remote_path, *case.arguments(self.params.get(case.name, {}))]
             if "blockdev" in case.needs and guest.scratch_disk:
                 argv.append(f"--blockdev={job.arch.guest.blockdev}")

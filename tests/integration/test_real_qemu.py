@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -412,3 +413,41 @@ def test_kernel_warning_during_a_passing_test_is_on_the_cell(artifacts, repo_cop
     assert "mm/lab_injected.c:1" in junit
     page = (out / "cells/i386-pae__6.12__warner.html").read_text()
     assert "Kernel reports on the console" in page and "lab_injected_warn" in page
+
+
+def test_testcase_that_does_not_compile_for_one_arch(artifacts, repo_copy, tmp_path):
+    (repo_copy / "testcases/picky.c").write_text(
+        "#ifdef __x86_64__\n#error picky does not build for x86_64\n#endif\n"
+        "#include <stdio.h>\nint main(void) { puts(\"PASS: built\"); return 0; }\n")
+    (repo_copy / "testcases/picky.toml").write_text('description = "picky"\nsource = "picky.c"\n')
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", "x86_64,i386-pae", "--kernel", "6.12",
+                           "--test", "picky,swp_exclusive", "--out", str(out)], capture_output=True, text=True,
+                          cwd=REPO, timeout=600, env={**os.environ, "LAB_ROOT": str(repo_copy)})
+    print(proc.stdout, proc.stderr)
+    cells = {(c["arch"], c["testcase"]): c for c in json.loads((out / "results.json").read_text())["cells"]}
+    bad = cells["x86_64", "picky"]
+    assert bad["status"] == "ERROR"
+    assert "compiling testcase picky for x86_64 failed" in bad["message"]
+    assert "#error picky does not build for x86_64" in bad["message"]
+    assert cells["i386-pae", "picky"]["status"] == "PASS"
+    assert cells["x86_64", "swp_exclusive"]["status"] == "PASS", "the arch's other testcases still run"
+    assert proc.returncode == 2
+
+
+def test_a_taken_port_is_retried_with_another(artifacts, tmp_path):
+    jobs, prepared = artifacts
+    journal = Journal(tmp_path / "journal.jsonl")
+    runner = Runner(LAB, tmp_path, journal, retries=0)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        real_take = runner.ports.take
+        offered = iter([taken])
+        runner.ports.take = lambda: next(offered, None) or real_take()
+        runner.scratch_dir = tmp_path
+        runner.run_job(jobs[1], prepared[jobs[1].name])
+    (cell,) = Journal.read(journal.path)
+    assert cell.status == "PASS", cell.message
+    assert f"127.0.0.1:{taken}-" not in (tmp_path / "logs/i386-pae/6.12/console.cmdline").read_text()
