@@ -147,8 +147,9 @@ def test_image_build_is_cached(artifacts):
     assert time.monotonic() - started < 5, "a cached image must not be rebuilt"
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_mid_boot_kills_guests_and_writes_reports(artifacts, tmp_path, sig, code):
+@pytest.mark.parametrize("sig, code, times", [(signal.SIGTERM, 143, 1), (signal.SIGINT, 130, 1),
+                                              (signal.SIGINT, 130, 2)])
+def test_signal_mid_boot_kills_guests_and_writes_reports(artifacts, tmp_path, sig, code, times):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "lab", "run", "--arch", ARCH, "--out", str(out)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -158,8 +159,12 @@ def test_signal_mid_boot_kills_guests_and_writes_reports(artifacts, tmp_path, si
     while time.monotonic() < deadline and not list(out.glob("logs/*/*/console.log")):
         time.sleep(0.05)
     assert list(out.glob("logs/*/*/console.log")), "no guest was started"
-    proc.send_signal(sig)
+    started = time.monotonic()
+    for _ in range(times):  # a second Ctrl-C while the first is being handled
+        proc.send_signal(sig)
+        time.sleep(0.1)
     stdout, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - started < 15, "stopping must not wait for boot or SSH deadlines"
     assert proc.returncode == code, stderr
     assert "interrupted" in stderr
     assert (out / "results.json").is_file() and (out / "matrix.html").is_file()
