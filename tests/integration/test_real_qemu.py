@@ -456,3 +456,16 @@ def test_a_taken_port_is_retried_with_another(artifacts, tmp_path):
     (cell,) = Journal.read(journal.path)
     assert cell.status == "PASS", cell.message
     assert f"127.0.0.1:{taken}-" not in (tmp_path / "logs/i386-pae/6.12/console.cmdline").read_text()
+
+
+def test_malformed_config_is_a_one_line_error_at_startup(repo_copy, tmp_path):
+    arch_toml = repo_copy / "configs/arches/sparc64.toml"
+    arch_toml.write_text(arch_toml.read_text().replace("memory_mib = 512", 'memory_mib = "512M"'))
+    before = set(qemu_processes())
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, cwd=REPO, timeout=60,
+                          env={**os.environ, "LAB_ROOT": str(repo_copy)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("lab: error: configs/arches/sparc64.toml.qemu.memory_mib: "
+                                   "expected an integer, got '512M'")
+    assert set(qemu_processes()) == before
