@@ -1,0 +1,45 @@
+"""junit.xml against the Jenkins JUnit schema, for every status and hostile output."""
+
+from pathlib import Path
+
+import pytest
+import xmlschema
+
+from lab.report import write_reports
+from lab.results import CellResult, combine_attempts
+
+SCHEMA = xmlschema.XMLSchema(str(Path(__file__).parent.parent / "data" / "jenkins-junit.xsd"))
+HOSTILE = "ctrl \x00\x01\x07\x1b[31m esc, ]]> cdata end, <tag> & amp, bad utf-8 \udcff\ufffd, emoji \U0001f600\n"
+
+
+def _cells():
+    statuses = ["PASS", "FAIL", "SKIP", "ERROR", "TIMEOUT", "XFAIL", "XPASS"]
+    cells = []
+    for n, status in enumerate(statuses):
+        raw = "FAIL" if status == "XFAIL" else "PASS" if status == "XPASS" else status
+        cell = CellResult("i386-pae", "6.1", f"t{n}", raw, f"{raw}: {HOSTILE}", stdout=HOSTILE, stderr=HOSTILE,
+                          console=HOSTILE, kernel_excerpts=[HOSTILE], retries=[HOSTILE])
+        if status in ("XFAIL", "XPASS"):
+            cell.apply_expectation("FAIL", f"reason {HOSTILE}")
+        cells.append(cell)
+    repeated = combine_attempts([CellResult("i386-pae", "6.12", "race", s, f"{s}: {HOSTILE}", stdout=HOSTILE)
+                                 for s in ("PASS", "FAIL", "ERROR")])
+    return cells + [repeated]
+
+
+def test_every_status_validates(tmp_path):
+    meta = {"run_id": "r", "started": "", "finished": "", "arches": ["i386-pae"], "kernels": ["6.1", "6.12"],
+            "testcases": [c.testcase for c in _cells()], "jobs": [["i386-pae", "6.1"], ["i386-pae", "6.12"]]}
+    write_reports(tmp_path, _cells(), meta)
+    errors = list(SCHEMA.iter_errors(str(tmp_path / "junit.xml")))
+    assert errors == [], errors[:3]
+    assert len(list(SCHEMA.to_dict(str(tmp_path / "junit.xml"))["testsuite"])) == 2
+
+
+def test_hostile_output_stays_readable(tmp_path):
+    cell = CellResult("i386-pae", "6.1", "t", "FAIL", "FAIL: x", stdout=HOSTILE)
+    meta = {"run_id": "r", "started": "", "finished": "", "arches": ["i386-pae"], "kernels": ["6.1"],
+            "testcases": ["t"], "jobs": [["i386-pae", "6.1"]]}
+    write_reports(tmp_path, [cell], meta)
+    text = SCHEMA.to_dict(str(tmp_path / "junit.xml"))["testsuite"][0]["testcase"][0]["system-out"][0]
+    assert text.startswith("ctrl \\x00\\x01\\x07\\x1b[31m esc, ]]> cdata end, <tag> & amp, bad utf-8 \\udcff")
