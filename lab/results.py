@@ -47,6 +47,7 @@ class CellResult:
     attempts: list[dict] = field(default_factory=list)  # with --repeat: one summary per attempt
     rate: str = ""  # with --repeat: e.g. "FAIL 2/10"
     retries: list[str] = field(default_factory=list)  # infrastructure errors that were retried first
+    provenance: dict[str, str] = field(default_factory=dict)  # what ran: QEMU, kernel source, hashes
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

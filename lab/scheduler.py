@@ -26,7 +26,9 @@ from lab.qemu import QemuProcess, allow_starts, kill_all, qemu_argv
 from lab.remote import Remote, client_key, wait_for_banner
 from lab.results import CellResult, Journal, combine_attempts, parse_metrics, status_for_exit
 from lab.testcases import TestcaseBinary, ensure_testcase
-from lab.toolchain import qemu_binary
+from lab.cache import sha256_file
+from lab.sources import resolve
+from lab.toolchain import qemu_binary, qemu_version
 
 Progress = Callable[[str], None]
 
@@ -66,6 +68,7 @@ class Artifacts:
     binaries: dict[str, TestcaseBinary] = field(default_factory=dict)
     error: str | None = None  # kernel or image build failed: every cell of the job is ERROR
     case_errors: dict[str, str] = field(default_factory=dict)  # a testcase failed to compile
+    provenance: dict[str, str] = field(default_factory=dict)  # recorded on every cell of the job
 
 
 def _attempt(build: Callable, progress: Progress) -> tuple:
@@ -93,8 +96,14 @@ def prepare(lab: Lab, jobs: list[Job], progress: Progress) -> dict[str, Artifact
         image, image_error = images[arch.name]
         kernel, kernel_error = _attempt(lambda: ensure_kernel(lab, arch, job.kernel, progress), progress)
         art = Artifacts(kernel=kernel, error=image_error or kernel_error)
+        art.provenance = {"qemu": qemu_version(qemu_binary(arch)), "kernel_source": resolve(job.kernel).description,
+                          "host": socket.gethostname()}
+        if kernel:
+            art.provenance.update(kernel_release=kernel.version, config_sha256=sha256_file(kernel.config),
+                                  kernel_key=kernel.key)
         if image:
             art.initrd, art.host_key = boot_initrd(image, public_key), image.host_key
+            art.provenance["image_key"] = image.key
         for case in job.testcases:
             if (arch.name, case.name) not in binaries:
                 binaries[arch.name, case.name] = _attempt(lambda: ensure_testcase(lab, arch, case), progress)
@@ -193,9 +202,10 @@ class Runner:
                 raise
         return list(self._cells)
 
-    def record(self, cell: CellResult) -> None:
+    def record(self, cell: CellResult, art: Artifacts) -> None:
         if self.stop.is_set():
             return  # an interrupted cell is not a result; a resumed run would run it again
+        cell.provenance = dict(art.provenance)
         expectation = self.lab.expectation(cell.arch, cell.kernel, cell.testcase)
         if expectation:
             racy = self.lab.testcases[cell.testcase].kind == "race"
@@ -213,7 +223,7 @@ class Runner:
         if art.error:
             for case in job.testcases:
                 self.record(CellResult(job.arch.name, job.kernel.name, case.name, "ERROR", art.error,
-                                       kernel_version=version))
+                                       kernel_version=version), art)
             return
         # (testcase, attempt number): every attempt of every testcase, in order.
         pending = [(case, n) for case in job.testcases for n in range(1, self.repeat + 1)]
@@ -224,7 +234,7 @@ class Runner:
             cell.retries = retried.get((case.name, n), [])
             attempts[case.name].append(cell)
             if n == self.repeat:
-                self.record(combine_attempts(attempts[case.name]))
+                self.record(combine_attempts(attempts[case.name]), art)
 
         def may_retry(case: Testcase, n: int, error: str) -> bool:
             notes = retried.setdefault((case.name, n), [])

@@ -71,8 +71,13 @@ def resolve(source: KernelSource) -> ResolvedSource:
         version = _apt_version(source)
         return ResolvedSource(f"deb:{source.debian_package}={version}", f"{source.debian_package} {version}")
     tarball = _installed_tarball(source)
+    description = str(tarball)
+    if source.debian_package:
+        version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", source.debian_package], capture_output=True,
+                                 text=True, stdin=subprocess.DEVNULL, check=False).stdout.strip()
+        description = f"{source.debian_package} {version or '(version unknown)'} ({tarball})"
     # The bare sha256 (no prefix) keeps kernel cache keys of tarball sources stable.
-    return ResolvedSource(file_digest(tarball), str(tarball))
+    return ResolvedSource(file_digest(tarball), description)
 
 
 def source_tree(source: KernelSource, progress: Progress) -> Path:

@@ -82,3 +82,11 @@ def source_identity(source_dir: Path) -> str:
     """A key for an unpacked Debian source: the content of its .dsc (names every file's hash)."""
     dscs = sorted(source_dir.parent.glob("*.dsc"))
     return content_key(*(p.read_bytes() for p in dscs))
+
+
+@functools.cache
+def qemu_version(binary: str) -> str:
+    """First line of `qemu-system-X --version` (recorded with every result)."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False,
+                         stdin=subprocess.DEVNULL).stdout
+    return out.splitlines()[0] if out else "unknown"

@@ -77,6 +77,9 @@ def write_junit(path: Path, matrix: Matrix) -> None:
         if not cells:
             continue
         version = next((c.kernel_version for c in cells if c.kernel_version), "")
+        properties = {"arch": arch, "kernel": kernel, "kernel_version": version}
+        properties.update(next((c.provenance for c in cells if c.provenance), {}))
         suites.append(TestSuite(f"lab.{arch}.{kernel}", [_test_case(c) for c in cells],
-                                properties={"arch": arch, "kernel": kernel, "kernel_version": version}))
+                                properties={k: xml_safe(str(v)) for k, v in properties.items()},
+                                hostname=properties.get("host")))
     path.write_bytes(_to_jenkins_schema(to_xml_report_string(suites, prettyprint=True, encoding="utf-8")))

@@ -43,3 +43,18 @@ def test_hostile_output_stays_readable(tmp_path):
     write_reports(tmp_path, [cell], meta)
     text = SCHEMA.to_dict(str(tmp_path / "junit.xml"))["testsuite"][0]["testcase"][0]["system-out"][0]
     assert text.startswith("ctrl \\x00\\x01\\x07\\x1b[31m esc, ]]> cdata end, <tag> & amp, bad utf-8 \\udcff")
+
+
+def test_suite_properties_describe_what_ran(tmp_path):
+    cell = CellResult("sparc64", "6.12-bpo", "swp_exclusive", "PASS", "PASS: ok", kernel_version="6.12.95",
+                      provenance={"qemu": "QEMU emulator version 7.2.22", "kernel_source": "linux-source-6.12 6.12.95",
+                                  "config_sha256": "ab" * 32, "image_key": "k1", "host": "agent-3"})
+    meta = {"run_id": "r", "started": "", "finished": "", "arches": ["sparc64"], "kernels": ["6.12-bpo"],
+            "testcases": ["swp_exclusive"], "jobs": [["sparc64", "6.12-bpo"]]}
+    write_reports(tmp_path, [cell], meta)
+    assert SCHEMA.is_valid(str(tmp_path / "junit.xml"))
+    suite = SCHEMA.to_dict(str(tmp_path / "junit.xml"))["testsuite"][0]
+    props = {p["@name"]: p["@value"] for p in suite["properties"]["property"]}
+    assert props["qemu"] == "QEMU emulator version 7.2.22" and props["config_sha256"] == "ab" * 32
+    assert props["kernel_source"] == "linux-source-6.12 6.12.95" and props["kernel_version"] == "6.12.95"
+    assert suite["@hostname"] == "agent-3" and suite["@name"] == "lab.sparc64.6.12-bpo"
