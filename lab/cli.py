@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lab import config as cfg
-from lab import doctor
+from lab import doctor, shard
 from lab.errors import InfraError, LabError, UserError
 from lab.images import built_image, ensure_image, planned_initrd
 from lab.kernels import ensure_kernel, kernel_entry
@@ -86,15 +86,22 @@ RUN_PLAN = "run.json"  # written first, so an interrupted run can be resumed
 
 
 def _new_plan(lab: cfg.Lab, args) -> dict:
+    """The run's plan; with --shard, "jobs" is this shard's part of the full plan in "plan"."""
     arches, kernels, tests = _selection(lab, args)
     jobs = plan_jobs(lab, arches, kernels, tests, kernels_chosen=bool(args.kernel))
     params = cfg.param_overrides([lab.testcases[t] for t in tests], args.param)
-    return {"arches": arches, "kernels": kernels, "testcases": tests,
+    full = {"arches": arches, "kernels": kernels, "testcases": tests,
             "jobs": [[j.arch.name, j.kernel.name] for j in jobs], "params": params, "repeat": args.repeat}
+    run = {**full, "plan": full, "plan_id": shard.plan_id(full), "shard": args.shard or ""}
+    if args.shard:
+        index, count = shard.parse_shard(args.shard)
+        costs = shard.job_costs(Path(args.shard_costs) if args.shard_costs else None)
+        run["jobs"] = shard.assign(full["jobs"], count, costs, len(tests))[index - 1]
+    return run
 
 
 def _resumed_plan(lab: cfg.Lab, args, out: Path) -> dict:
-    given = [flag for flag in ("arch", "kernel", "test", "out") if getattr(args, flag)]
+    given = [flag for flag in ("arch", "kernel", "test", "out", "shard") if getattr(args, flag)]
     given += ["param"] * bool(args.param) + ["repeat"] * (args.repeat != 1)
     if given:
         raise UserError(f"--resume continues a run as it was planned: drop --{given[0]}")
@@ -170,9 +177,21 @@ def cmd_run(args) -> int:
     cells = Journal.read(journal.path)
     meta["finished"] = _now()
     matrix = write_reports(out, cells, meta)
+    (out / RUN_PLAN).write_text(json.dumps(meta, indent=2) + "\n")
     print(render_text(matrix))
     print(f"\nresults: {out}/ (matrix.html, junit.xml, results.json, journal.jsonl, logs/)")
     return exit_code if exit_code is not None else run_exit_code(cells)
+
+
+def cmd_merge(args) -> int:
+    out = Path(args.out)
+    meta, cells, problems = shard.merge([Path(d) for d in args.dirs], out)
+    matrix = write_reports(out, cells, meta)
+    print(render_text(matrix))
+    for problem in problems:
+        print(f"lab merge: {problem}", file=sys.stderr)
+    print(f"\nmerged {len(args.dirs)} runs into {out}/: {len(cells)} cells, {len(problems)} problems")
+    return EXIT_USAGE if problems else run_exit_code(cells)
 
 
 def cmd_report(args) -> int:
@@ -320,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-j", "--jobs", type=_positive_int, default=os.cpu_count() or 1,
                      help="guests to run at once (default: number of cores)")
     run.add_argument("--out", help="result directory (default: results/<timestamp>)")
+    run.add_argument("--shard", metavar="I/N",
+                     help="run only this agent's deterministic share of the plan (see lab merge)")
+    run.add_argument("--shard-costs", metavar="RESULTS",
+                     help="an earlier results.json (or its directory) whose job durations balance the shards")
     run.add_argument("--resume", metavar="DIR",
                      help="continue an interrupted run: cells already in DIR/journal.jsonl are not run again")
     run.add_argument("--dry-run", action="store_true", help="print the QEMU command lines, start nothing")
@@ -334,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="set a testcase parameter (see `lab list`), e.g. --param duration=120")
     run.set_defaults(func=cmd_run)
+
+    mrg = sub.add_parser("merge", help="combine the result directories of shards into one run")
+    mrg.add_argument("dirs", nargs="+", metavar="DIR")
+    mrg.add_argument("--out", required=True, help="the merged result directory")
+    mrg.set_defaults(func=cmd_merge)
 
     report = sub.add_parser("report", help="re-render the reports of a run directory from its journal")
     report.add_argument("dir")

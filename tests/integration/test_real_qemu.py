@@ -469,3 +469,27 @@ def test_malformed_config_is_a_one_line_error_at_startup(repo_copy, tmp_path):
     assert proc.stderr.strip() == ("lab: error: configs/arches/sparc64.toml.qemu.memory_mib: "
                                    "expected an integer, got '512M'")
     assert set(qemu_processes()) == before
+
+
+def test_three_shards_merged_equal_the_unsharded_run(artifacts, tmp_path):
+    base = [sys.executable, "-m", "lab", "run", "--arch", "i386-pae,x86_64", "--kernel", "6.1,6.12",
+            "--test", "swp_exclusive"]
+    whole = subprocess.run(base + ["--out", str(tmp_path / "whole")], capture_output=True, text=True, cwd=REPO,
+                           timeout=900)
+    shards = []
+    for i in (1, 2, 3):
+        shards.append(tmp_path / f"shard{i}")
+        proc = subprocess.run(base + ["--shard", f"{i}/3", "--out", str(shards[-1])], capture_output=True,
+                              text=True, cwd=REPO, timeout=900)
+        assert proc.returncode in (0, 1), proc.stderr
+    merged = subprocess.run([sys.executable, "-m", "lab", "merge", *map(str, shards), "--out", str(tmp_path / "merged")],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    print(merged.stdout, merged.stderr)
+    assert merged.returncode == whole.returncode == 0
+    statuses = {}
+    for name in ("whole", "merged"):
+        cells = json.loads((tmp_path / name / "results.json").read_text())["cells"]
+        statuses[name] = {(c["arch"], c["kernel"], c["testcase"]): (c["status"], c["message"]) for c in cells}
+    assert statuses["merged"] == statuses["whole"]
+    assert len(statuses["whole"]) == 4
+    assert (tmp_path / "merged/logs/x86_64/6.12/console.log").is_file()

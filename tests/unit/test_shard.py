@@ -1,0 +1,79 @@
+import json
+
+import pytest
+
+from lab.errors import UserError
+from lab.results import CellResult, Journal
+from lab.shard import assign, merge, parse_shard, plan_id
+
+JOBS = [[a, k] for a in ("i386-pae", "i386", "x86_64", "sparc64", "riscv64") for k in ("6.1", "6.12")]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 11, 12])
+def test_shards_cover_every_job_exactly_once(count):
+    shards = assign(JOBS, count, {}, 2)
+    flat = [tuple(j) for shard in shards for j in shard]
+    assert sorted(flat) == sorted(tuple(j) for j in JOBS)
+    assert assign(JOBS, count, {}, 2) == shards, "deterministic"
+    sizes = [len(s) for s in shards]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_shards_balance_by_cost():
+    costs = {tuple(j): 10.0 for j in JOBS}
+    costs["sparc64", "6.1"] = 100.0  # one slow job gets a shard of its own
+    shards = assign(JOBS, 2, costs, 2)
+    loads = [sum(costs[tuple(j)] for j in s) for s in shards]
+    assert ["sparc64", "6.1"] in shards[0] and len(shards[0]) == 1
+    assert loads == [100.0, 90.0]
+
+
+def test_parse_shard():
+    assert parse_shard("2/3") == (2, 3)
+    for bad in ("0/3", "4/3", "x", "1/0"):
+        with pytest.raises(UserError):
+            parse_shard(bad)
+
+
+def _run_dir(tmp_path, name, plan, jobs, statuses):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "run.json").write_text(json.dumps({**plan, "plan": plan, "plan_id": plan_id(plan), "jobs": jobs,
+                                            "started": "2026-01-01T00:00:0" + name[-1], "finished": "x"}))
+    journal = Journal(d / "journal.jsonl")
+    for (arch, kernel), status in zip(jobs, statuses):
+        journal.append(CellResult(arch, kernel, "swp_exclusive", status, f"{status}: m"))
+    (d / "logs" / jobs[0][0]).mkdir(parents=True)
+    (d / "logs" / jobs[0][0] / "console.log").write_text(name)
+    return d
+
+
+PLAN = {"arches": ["a", "b"], "kernels": ["6.1"], "testcases": ["swp_exclusive"],
+        "jobs": [["a", "6.1"], ["b", "6.1"]], "params": {}, "repeat": 1}
+
+
+def test_merge_combines_shards(tmp_path):
+    one = _run_dir(tmp_path, "s1", PLAN, [["a", "6.1"]], ["PASS"])
+    two = _run_dir(tmp_path, "s2", PLAN, [["b", "6.1"]], ["FAIL"])
+    meta, cells, problems = merge([one, two], tmp_path / "merged")
+    assert problems == []
+    assert sorted(c.arch for c in cells) == ["a", "b"]
+    assert meta["jobs"] == PLAN["jobs"] and meta["merged_from"] == [str(one), str(two)]
+    assert len(Journal.read(tmp_path / "merged/journal.jsonl")) == 2
+    assert (tmp_path / "merged/logs/b/console.log").read_text() == "s2"
+
+
+def test_merge_reports_missing_and_duplicated_cells(tmp_path):
+    one = _run_dir(tmp_path, "s1", PLAN, [["a", "6.1"]], ["PASS"])
+    again = _run_dir(tmp_path, "s2", PLAN, [["a", "6.1"]], ["PASS"])
+    _, cells, problems = merge([one, again], tmp_path / "merged")
+    assert len(cells) == 1
+    assert any(p.startswith("duplicated: a/6.1/swp_exclusive") for p in problems)
+    assert "missing: b/6.1/swp_exclusive (in no shard's journal)" in problems
+
+
+def test_merge_refuses_different_plans(tmp_path):
+    one = _run_dir(tmp_path, "s1", PLAN, [["a", "6.1"]], ["PASS"])
+    other = _run_dir(tmp_path, "s2", {**PLAN, "repeat": 3}, [["b", "6.1"]], ["PASS"])
+    with pytest.raises(UserError, match="runs of different plans"):
+        merge([one, other], tmp_path / "merged")
