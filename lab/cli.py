@@ -148,10 +148,10 @@ def cmd_run(args) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     progress = _Progress()
-    meta = {"run_id": out.name, "started": _now(), "finished": "", "host": socket.gethostname(),
-            "command": sys.argv[1:], **plan}
+    # A resumed run keeps its run.json (id, start time, plan); a new one writes it first.
+    meta = {"run_id": out.name, "started": _now(), "host": socket.gethostname(), **plan,
+            "finished": "", "command": sys.argv[1:]}
     if args.resume:
-        meta["started"] = json.loads((out / RUN_PLAN).read_text()).get("started", meta["started"])
         progress(f"resuming {out}: {len(done)} cells already done")
     else:
         (out / RUN_PLAN).write_text(json.dumps(meta, indent=2) + "\n")
