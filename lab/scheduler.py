@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 import socket
-import tempfile
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -186,20 +186,26 @@ class Runner:
     # --- the run -------------------------------------------------------------------
 
     def run(self, jobs: list[Job], artifacts: dict[str, Artifacts], parallel: int) -> list[CellResult]:
-        with tempfile.TemporaryDirectory(prefix="lab-run-") as scratch, \
-                ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="job") as pool:
-            self.scratch_dir = Path(scratch)  # scratch disks live (and die) with the run
-            futures = [pool.submit(self.run_job, job, artifacts[job.name]) for job in jobs]
-            try:
-                for future in futures:
-                    future.result()
-            except BaseException:
-                # Interrupted: stop scheduling and kill the guests first, so the
-                # workers see their guests gone instead of running to their deadlines.
-                self.stop.set()
-                kill_all(closing=True)
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+        # Scratch disks live in the run directory: removed at the end, and at the start
+        # of a resumed run if a killed lab could not remove them.
+        self.scratch_dir = self.out_dir / ".scratch"
+        shutil.rmtree(self.scratch_dir, ignore_errors=True)
+        self.scratch_dir.mkdir(parents=True)
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="job") as pool:
+                futures = [pool.submit(self.run_job, job, artifacts[job.name]) for job in jobs]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    # Interrupted: stop scheduling and kill the guests first, so the
+                    # workers see their guests gone instead of running to their deadlines.
+                    self.stop.set()
+                    kill_all(closing=True)
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+        finally:
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
         return list(self._cells)
 
     def record(self, cell: CellResult, art: Artifacts) -> None:

@@ -270,6 +270,7 @@ def test_race_testcase_short_budget_repeated(artifacts, tmp_path):
     assert "format=raw,id=scratch" in cmdline and "virtio-blk-pci,drive=scratch" in cmdline
     disk = cmdline.split("-drive file=")[1].split(",")[0]
     assert not os.path.exists(disk), "the scratch disk is deleted with the guest"
+    assert disk.startswith(str(out / ".scratch")) and not (out / ".scratch").exists()
     assert proc.returncode == 0
 
 
@@ -307,6 +308,7 @@ def test_sigkill_mid_run_then_resume_completes_without_repeating(artifacts, tmp_
     assert cells[0].key == first.key
     assert {c["kernel"] for c in json.loads((out / "results.json").read_text())["cells"]} == {"6.1", "6.12"}
     assert proc.returncode == 0
+    assert not (out / ".scratch").exists(), "the resumed run cleans up after the killed one"
 
 
 def test_qemu_killed_mid_test_is_retried_not_failed(artifacts, tmp_path):
