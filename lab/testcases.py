@@ -24,7 +24,9 @@ class TestcaseBinary:
 
 def testcase_entry(lab: Lab, arch: Arch, case: Testcase) -> Entry:
     source = lab.testcases_dir / case.source
-    return Entry("testcases", content_key(source.read_bytes(), *CFLAGS, compiler_for(arch).version))
+    headers = sorted(lab.testcases_dir.glob("*.h"))  # shared headers the sources include
+    return Entry("testcases", content_key(source.read_bytes(), *(h.read_bytes() for h in headers), *CFLAGS,
+                                          compiler_for(arch).version))
 
 
 def ensure_testcase(lab: Lab, arch: Arch, case: Testcase) -> TestcaseBinary:

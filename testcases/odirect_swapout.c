@@ -33,14 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef MADV_PAGEOUT
-#define MADV_PAGEOUT 21
-#endif
-
-#define EXIT_PASS 0
-#define EXIT_FAIL 1
-#define EXIT_BROKEN 3
-#define EXIT_SKIP 4
+#include "lab_testcase.h"
 
 #define SECTOR 512
 #define PATTERN 0xa5

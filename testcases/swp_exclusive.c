@@ -30,14 +30,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef MADV_PAGEOUT
-#define MADV_PAGEOUT 21
-#endif
-
-#define EXIT_PASS 0
-#define EXIT_FAIL 1
-#define EXIT_BROKEN 3
-#define EXIT_SKIP 4
+#include "lab_testcase.h"
 
 #define PAGEMAP_SWAPPED (1ULL << 62)
 #define PAGEMAP_PRESENT (1ULL << 63)
