@@ -142,6 +142,8 @@ class Guest:
     ready_s: float
     ssh_s: float
     scratch_disk: Path | None = None
+    # Console text up to here is attributed to a cell already; boot messages go to the first.
+    reported_offset: int = 0
 
     @property
     def console(self):
@@ -364,8 +366,11 @@ class Runner:
         cell.timings["test_done_s"] = round(guest.since_start(), 3)
         console_text = guest.console.text(offset)
         cell.console = console_text
-        cell.kernel_messages = kernel_problems(console_text)
-        cell.kernel_excerpts = kernel_excerpts(console_text)
+        # Kernel reports since the previous cell of this boot (for the first: since boot).
+        unreported = guest.console.text(guest.reported_offset)
+        guest.reported_offset += len(unreported)
+        cell.kernel_messages = kernel_problems(unreported)
+        cell.kernel_excerpts = kernel_excerpts(unreported)
         if result is not None:
             cell.exit_code = result.exit_code
             cell.stdout, cell.stderr = result.stdout, result.stderr

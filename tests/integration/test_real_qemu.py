@@ -227,6 +227,7 @@ def test_every_arch_boots_and_matches_its_expectation(tmp_path):
         assert (arch, cell["status"]) == (arch, want), cell["message"]
         assert "self-check: fork after pageout" in cell["stdout"]
         assert cell["timings"]["ssh_s"] > cell["timings"]["ready_s"] > 0
+        assert cell["kernel_messages"] == [], "a clean boot and test: no kernel reports (boot included)"
     assert proc.returncode == 0, "XFAIL and PASS only: nothing unexpected"
     # Each guest had its own port and its own logs.
     ports = [(out / f"logs/{a}/6.1/console.cmdline").read_text().split("hostfwd=tcp:127.0.0.1:")[1].split("-")[0]
