@@ -181,6 +181,8 @@ STATUS_CASES = {
     "sleeper": ('puts("sleeping"); fflush(stdout); sleep(600); return 0;', 3),
     "skipper": ('puts("SKIP: no such feature here"); return 4;', 30),
     "broken": ('puts("ERROR: the test could not judge"); return 3;', 30),
+    "failer": ('puts("FAIL: something is wrong"); return 1;', 30),
+    "passer": ('puts("PASS: all good"); return 0;', 30),
 }
 
 
@@ -190,6 +192,9 @@ def test_timeout_skip_and_bad_exit_codes(artifacts, repo_copy, tmp_path):
             f"#include <stdio.h>\n#include <unistd.h>\nint main(void) {{ {body} }}\n")
         (repo_copy / "testcases" / f"{name}.toml").write_text(
             f'description = "{name}"\nsource = "{name}.c"\ntimeout_s = {timeout}\n')
+    lab_toml = repo_copy / "configs/lab.toml"
+    lab_toml.write_text(lab_toml.read_text() + '\n[[expect]]\ntestcase = "passer"\nkernels = ["6.12"]\n'
+                                               'status = "FAIL"\nreason = "declared wrongly, on purpose"\n')
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", ARCH, "--kernel", "6.12",
                            "--test", ",".join(STATUS_CASES), "--timeout-factor", "2", "--out", str(out)],
@@ -206,6 +211,9 @@ def test_timeout_skip_and_bad_exit_codes(artifacts, repo_copy, tmp_path):
     assert cells["skipper"]["message"] == "SKIP: no such feature here"
     assert cells["broken"]["status"] == "ERROR"
     assert cells["broken"]["message"] == "exit code 3: ERROR: the test could not judge"
+    assert (cells["failer"]["status"], cells["failer"]["message"]) == ("FAIL", "FAIL: something is wrong")
+    assert cells["passer"]["status"] == "XPASS"
+    assert cells["passer"]["message"] == "expected FAIL (declared wrongly, on purpose) but it passed: PASS: all good"
     # The test that timed out may still run: the next testcases got a fresh guest.
     assert (out / "logs/i386-pae/6.12/console-2.log").is_file()
     assert cells["skipper"]["logs"]["console"] == "logs/i386-pae/6.12/console-2.log"
