@@ -67,21 +67,18 @@ def kernel_problems(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if _KERNEL_PROBLEM.search(line)]
 
 
-_REPORT_START = re.compile(r"-+\[ cut here \]-+|\bBUG: |\bOops\b|Unable to handle kernel|general protection fault|"
-                           r"\b(KASAN|KFENCE|UBSAN): |soft lockup|hard LOCKUP|rcu: INFO: .*detected stalls|"
-                           r"Kernel panic - not syncing")
 _REPORT_END = re.compile(r"-+\[ end (trace|Kernel panic)[^\]]*\]-+")
 EXCERPT_MAX_LINES = 80
 
 
 def kernel_excerpts(text: str) -> list[str]:
-    """Each kernel report on the console, from its first line (the cut-here line when
-    there is one) to its end-trace line; at most EXCERPT_MAX_LINES lines each."""
+    """Each kernel report on the console, from its first problem line (the cut-here line
+    when there is one) to its end-trace line; at most EXCERPT_MAX_LINES lines each."""
     lines = text.splitlines()
     excerpts: list[str] = []
     i = 0
     while i < len(lines):
-        if not _REPORT_START.search(lines[i]):
+        if not _KERNEL_PROBLEM.search(lines[i]):
             i += 1
             continue
         end = i
