@@ -182,12 +182,11 @@ class Runner:
         self.retries = retries  # extra tries after an infrastructure ERROR
         self.client_key, _ = client_key()
         allow_starts()
-        self._cells: list[CellResult] = []
-        self._lock = threading.Lock()
 
     # --- the run -------------------------------------------------------------------
 
-    def run(self, jobs: list[Job], artifacts: dict[str, Artifacts], parallel: int) -> list[CellResult]:
+    def run(self, jobs: list[Job], artifacts: dict[str, Artifacts], parallel: int) -> None:
+        """Run the jobs, `parallel` at a time; results go to the journal as they finish."""
         # Scratch disks live in the run directory: removed at the end, and at the start
         # of a resumed run if a killed lab could not remove them.
         self.scratch_dir = self.out_dir / ".scratch"
@@ -208,7 +207,6 @@ class Runner:
                     raise
         finally:
             shutil.rmtree(self.scratch_dir, ignore_errors=True)
-        return list(self._cells)
 
     def record(self, cell: CellResult, art: Artifacts) -> None:
         if self.stop.is_set():
@@ -219,8 +217,6 @@ class Runner:
             racy = self.lab.testcases[cell.testcase].kind == "race"
             cell.apply_expectation(expectation.status, expectation.reason, racy=racy)
         self.journal.append(cell)
-        with self._lock:
-            self._cells.append(cell)
         detail = f": {cell.message}" if cell.status != "PASS" else ""
         self.progress(f"{cell.arch}/{cell.kernel} {cell.testcase}: {cell.status} ({cell.duration_s:.1f} s){detail}")
 
