@@ -7,6 +7,7 @@ cache key built from it.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ Progress = Callable[[str], None]
 class ResolvedSource:
     identity: str  # stable for the same content
     description: str  # for logs and reports, e.g. "linux-source-6.12 6.12.95-1~bpo12+1"
+    pinned: str  # what unpacking uses: the git commit, the package version, or the tarball path
 
 
 def _installed_tarball(source: KernelSource) -> Path:
@@ -62,14 +64,19 @@ def _git_commit(source: KernelSource) -> str:
     return proc.stdout.strip()
 
 
+@functools.cache
 def resolve(source: KernelSource) -> ResolvedSource:
-    """What the source is, without unpacking it (cheap: run at every `lab run`)."""
+    """What the source is, without unpacking it (cheap: run at every `lab run`).
+
+    Resolved once per process: every job, cache key and report of a run sees the
+    same commit or package version, even if a ref or a suite moves meanwhile.
+    """
     if source.git:
         commit = _git_commit(source)
-        return ResolvedSource(f"git:{commit}", f"{source.git} {commit[:12]}")
+        return ResolvedSource(f"git:{commit}", f"{source.git} {commit[:12]}", commit)
     if source.debian_package and (source.suite or source.version):
         version = _apt_version(source)
-        return ResolvedSource(f"deb:{source.debian_package}={version}", f"{source.debian_package} {version}")
+        return ResolvedSource(f"deb:{source.debian_package}={version}", f"{source.debian_package} {version}", version)
     tarball = _installed_tarball(source)
     description = str(tarball)
     if source.debian_package:
@@ -77,7 +84,7 @@ def resolve(source: KernelSource) -> ResolvedSource:
                                  text=True, stdin=subprocess.DEVNULL, check=False).stdout.strip()
         description = f"{source.debian_package} {version or '(version unknown)'} ({tarball})"
     # The bare sha256 (no prefix) keeps kernel cache keys of tarball sources stable.
-    return ResolvedSource(file_digest(tarball), description)
+    return ResolvedSource(file_digest(tarball), description, str(tarball))
 
 
 def source_tree(source: KernelSource, progress: Progress) -> Path:
@@ -90,15 +97,15 @@ def source_tree(source: KernelSource, progress: Progress) -> Path:
             with entry.building() as work:
                 log = work.parent / f"{entry.key}.unpack.log"
                 log.unlink(missing_ok=True)
-                _unpack(source, work, log)
+                _unpack(source, resolved.pinned, work, log)
                 entry.publish(work, {"kernel": source.name, "source": resolved.description})
     return entry.path
 
 
-def _unpack(source: KernelSource, work: Path, log: Path) -> None:
+def _unpack(source: KernelSource, pinned: str, work: Path, log: Path) -> None:
     what = f"unpacking kernel {source.name}"
     if source.git:
-        commit = _git_commit(source)
+        commit = pinned
         with log.open("ab") as fh:
             git = subprocess.Popen(["git", "-C", source.git, "archive", "--format=tar", commit],
                                    stdout=subprocess.PIPE, stderr=fh, stdin=subprocess.DEVNULL)
@@ -109,7 +116,7 @@ def _unpack(source: KernelSource, work: Path, log: Path) -> None:
             raise BuildError(f"{what}: git archive {commit[:12]} | tar failed (log: {log})")
         return
     if source.debian_package and (source.suite or source.version):
-        version = _apt_version(source)
+        version = pinned
         debs = work.parent / f"{work.name}-deb"
         debs.mkdir(exist_ok=True)
         try:
@@ -124,5 +131,4 @@ def _unpack(source: KernelSource, work: Path, log: Path) -> None:
         finally:
             shutil.rmtree(debs, ignore_errors=True)
         return
-    tarball = _installed_tarball(source)
-    run_logged(["tar", "-xf", str(tarball), "-C", str(work), "--strip-components=1"], log, what=what)
+    run_logged(["tar", "-xf", pinned, "-C", str(work), "--strip-components=1"], log, what=what)
