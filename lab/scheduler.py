@@ -344,6 +344,7 @@ class Runner:
             cell.message = art.case_errors[case.name]
             return cell, True
         binary = art.binaries[case.name]
+        test_timeout = case.timeout_s * self.timeout_factor
         offset = guest.console.offset()
         started = time.monotonic()
         healthy = True
@@ -353,7 +354,7 @@ class Runner:
             argv = [remote_path, *case.arguments(self.params.get(case.name, {}))]
             if "blockdev" in case.needs and guest.scratch_disk:
                 argv.append(f"--blockdev={job.arch.guest.blockdev}")
-            result = guest.remote.run(argv, timeout_s=case.timeout_s * self.timeout_factor)
+            result = guest.remote.run(argv, timeout_s=test_timeout)
         except InfraError as exc:
             cell.message = str(exc)
             healthy = False
@@ -372,7 +373,7 @@ class Runner:
             cell.stdout, cell.stderr = result.stdout, result.stderr
             cell.status = status_for_exit(result.exit_code)
             cell.metrics = parse_metrics(result.stdout)
-            cell.message = _summary(cell.status, result.exit_code, result.stdout, case.timeout_s * self.timeout_factor)
+            cell.message = _summary(cell.status, result.exit_code, result.stdout, test_timeout)
             if result.timed_out:
                 healthy = False  # the test may still be running: the next one gets a fresh guest
         state, line = _crash(console_text, guest)
