@@ -194,8 +194,10 @@ class Runner:
         self.scratch_dir.mkdir(parents=True)
         try:
             with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="job") as pool:
-                futures = [pool.submit(self.run_job, job, artifacts[job.name]) for job in jobs]
                 try:
+                    # Submitting is inside the guard too: a signal between two submits must
+                    # still stop and kill, not leave through the pool's waiting __exit__.
+                    futures = [pool.submit(self.run_job, job, artifacts[job.name]) for job in jobs]
                     for future in futures:
                         future.result()
                 except BaseException:

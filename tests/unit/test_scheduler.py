@@ -35,3 +35,39 @@ def test_banner_wait_stops_when_the_guest_is_gone():
     assert time.monotonic() - started < 3
     with pytest.raises(SshError, match=r"no SSH banner on 127.0.0.1:\d+ within 1 s"):
         wait_for_banner(port, 1)
+
+
+def test_a_signal_while_submitting_jobs_still_stops_the_running_ones(tmp_path, isolated_cache):
+    """The interrupt lands between two submits: the running job must be told to stop at once."""
+    import threading
+    import time
+
+    import pytest
+
+    from lab.config import load_lab
+    from lab.results import Journal
+    from lab.scheduler import Runner, plan_jobs
+    from conftest import REPO
+
+    lab = load_lab(REPO)
+    jobs = plan_jobs(lab, ["i386-pae"], ["6.1", "6.12"], ["swp_exclusive"])
+    runner = Runner(lab, tmp_path, Journal(tmp_path / "journal.jsonl"))
+    started = threading.Event()
+
+    def running_job(job, art):  # a guest that runs until the lab stops it (or 20 s)
+        started.set()
+        runner.stop.wait(20)
+
+    class SignalOnSecondJob(dict):
+        def __getitem__(self, name):
+            if name == jobs[1].name:
+                started.wait(5)
+                raise KeyboardInterrupt  # what Python raises in the main thread on SIGINT
+            return None
+
+    runner.run_job = running_job
+    begin = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(jobs, SignalOnSecondJob(), parallel=2)
+    assert runner.stop.is_set()
+    assert time.monotonic() - begin < 5, "the running job was left to run to its end"
