@@ -120,6 +120,11 @@ class Remote:
             return CommandResult(None, res.stdout, res.stderr, time.monotonic() - started)
         except Exception as exc:  # noqa: BLE001 - paramiko, socket and invoke's ThreadException alike
             raise SshError(f"running {command!r} over SSH failed: {type(exc).__name__}: {exc}") from None
+        # -1: no exit status came back. With the connection gone that is the guest's
+        # doing (infrastructure), not the command's; with it alive, a signal ended the command.
+        transport = self.conn.client.get_transport()
+        if result.exited == -1 and not (transport and transport.is_active()):
+            raise SshError(f"running {command!r}: the SSH connection was lost before the command finished")
         return CommandResult(result.exited, result.stdout, result.stderr, time.monotonic() - started)
 
     def check(self, argv: list[str], timeout_s: float = 30.0) -> str:
