@@ -183,6 +183,7 @@ STATUS_CASES = {
     "broken": ('puts("ERROR: the test could not judge"); return 3;', 30),
     "failer": ('puts("FAIL: something is wrong"); return 1;', 30),
     "passer": ('puts("PASS: all good"); return 0;', 30),
+    "segv": ('puts("about to crash"); fflush(stdout); *(volatile int *)0 = 1; return 0;', 30),
 }
 
 
@@ -212,6 +213,9 @@ def test_timeout_skip_and_bad_exit_codes(artifacts, repo_copy, tmp_path):
     assert cells["broken"]["status"] == "ERROR"
     assert cells["broken"]["message"] == "exit code 3: ERROR: the test could not judge"
     assert (cells["failer"]["status"], cells["failer"]["message"]) == ("FAIL", "FAIL: something is wrong")
+    # Killed by a signal in a live guest: the test's own ERROR, not an infrastructure retry.
+    assert cells["segv"]["status"] == "ERROR" and cells["segv"]["retries"] == []
+    assert cells["segv"]["message"] == "exit code -1: about to crash"
     assert cells["passer"]["status"] == "XPASS"
     assert cells["passer"]["message"] == "expected FAIL (declared wrongly, on purpose) but it passed: PASS: all good"
     # The test that timed out may still run: the next testcases got a fresh guest.
