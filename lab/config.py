@@ -52,6 +52,8 @@ class Qemu:
     package: str  # Debian package that provides the binary
     nic: str  # QEMU device model for the SSH network interface
     console: str  # kernel console= device
+    # The serial port (0 = first) the console device is on; earlier ports stay unconnected.
+    console_port: int = field(default=0, metadata={"min": 0})
     machine: str | None = None
     cpu: str | None = None
     bios: str | None = None

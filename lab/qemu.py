@@ -42,7 +42,8 @@ def qemu_argv(arch: Arch, *, kernel: Path, initrd: Path, ssh_port: int, accel: s
         argv += ["-bios", q.bios]
     # The serial console is our stdio (a pty from pexpect); no monitor on it, so
     # guest output can never be taken for monitor commands and vice versa.
-    argv += ["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"]
+    argv += ["-display", "none", "-monitor", "none"]
+    argv += ["-serial", "null"] * q.console_port + ["-serial", "stdio", "-no-reboot"]
     # panic=-1: reboot at once on panic, which -no-reboot turns into QEMU exiting.
     append = [f"console={q.console}", "panic=-1", *q.append]
     argv += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", " ".join(append)]

@@ -55,3 +55,13 @@ def test_scratch_disk_is_attached_with_the_arch_disk_model(name):
     assert argv[argv.index("-drive") + 1] == "file=/run/x/disk.img,if=none,format=raw,id=scratch"
     assert f"{arch.qemu.disk},drive=scratch" in argv
     assert "-drive" not in _argv(name)
+
+
+@pytest.mark.parametrize("port", [0, 1, 2])
+def test_console_on_a_later_serial_port_leaves_earlier_ports_unconnected(port):
+    from dataclasses import replace
+    arch = LAB.arches["x86_64"]
+    arch = replace(arch, qemu=replace(arch.qemu, console_port=port))
+    argv = qemu_argv(arch, kernel=Path("/k"), initrd=Path("/i"), ssh_port=1)
+    serials = [argv[i + 1] for i, a in enumerate(argv) if a == "-serial"]
+    assert serials == ["null"] * port + ["stdio"]
