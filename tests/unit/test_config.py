@@ -56,7 +56,7 @@ def test_malformed_toml(repo_copy):
 
 def test_plan_names_unknown_arch(repo_copy):
     _edit(repo_copy / "configs/lab.toml", 'arches = ["i386-pae", ', 'arches = ["vax", ')
-    with pytest.raises(ConfigError, match=r"plan.arches: unknown arch 'vax' \(known: i386-pae"):
+    with pytest.raises(ConfigError, match=r"plan.arches: unknown arch 'vax' \(known: [^)]*i386-pae"):
         load_lab(repo_copy)
 
 
