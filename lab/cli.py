@@ -25,6 +25,7 @@ from lab.kernels import ensure_kernel, kernel_entry
 from lab.qemu import ACCELERATORS, kill_all, qemu_argv
 from lab.remote import client_key
 from lab.report import write_reports
+from lab.report.compare import compare, compare_dirs, read_run, render_comparison
 from lab.report.terminal import render_text
 from lab.results import Journal, run_exit_code
 from lab.scheduler import Job, PortAllocator, Runner, plan_jobs, prepare
@@ -79,6 +80,28 @@ def _out_dir(requested: str | None) -> Path:
     return out
 
 
+def _baseline(args) -> list | None:
+    """The baseline run's cells (--baseline DIR), read before any work so a bad path fails fast."""
+    if not getattr(args, "baseline", None):
+        return None
+    return read_run(Path(args.baseline))[1]
+
+
+def _finish(out: Path, cells: list, meta: dict, baseline: list | None, baseline_dir: str | None) -> None:
+    """Write the reports and print the matrix (and what changed since the baseline)."""
+    comparison = compare(baseline, cells, baseline_dir or "") if baseline is not None else None
+    matrix = write_reports(out, cells, meta, comparison)
+    print(render_text(matrix, color=_color_wanted()))
+    if comparison:
+        print()
+        print(render_comparison(comparison))
+
+
+def _color_wanted() -> bool:
+    """Colours on a terminal only; NO_COLOR (no-color.org) turns them off."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
 # --- commands ------------------------------------------------------------------------
 
 
@@ -130,8 +153,9 @@ def cmd_run(args) -> int:
     out = Path(args.resume) if args.resume else _out_dir(args.out)
     plan = _resumed_plan(lab, args, out) if args.resume else _new_plan(lab, args)
     _check_host(lab, plan["arches"])
-    journal = Journal(out / "journal.jsonl")
-    done = {c.key for c in Journal.read(journal.path)} if args.resume else set()
+    baseline = _baseline(args)
+    journal_path = out / "journal.jsonl"
+    done = {c.key for c in Journal.read(journal_path)} if args.resume else set()
     jobs = _jobs_of(lab, plan, done)
     if args.dry_run:
         _, public_key = client_key()
@@ -146,7 +170,8 @@ def cmd_run(args) -> int:
             print(shlex.join(argv))
         return 0
 
-    out.mkdir(parents=True, exist_ok=True)
+    # Only now does the run leave anything on disk (--dry-run above creates nothing).
+    journal = Journal(journal_path)
     progress = _Progress()
     # A resumed run keeps its run.json (id, start time, plan); a new one writes it first.
     meta = {"run_id": out.name, "started": _now(), "host": socket.gethostname(), **plan,
@@ -176,18 +201,17 @@ def cmd_run(args) -> int:
             progress("interrupted: guests killed; writing reports for the finished cells")
     cells = Journal.read(journal.path)
     meta["finished"] = _now()
-    matrix = write_reports(out, cells, meta)
     (out / RUN_PLAN).write_text(json.dumps(meta, indent=2) + "\n")
-    print(render_text(matrix))
+    _finish(out, cells, meta, baseline, args.baseline)
     print(f"\nresults: {out}/ (matrix.html, junit.xml, results.json, journal.jsonl, logs/)")
     return exit_code if exit_code is not None else run_exit_code(cells)
 
 
 def cmd_merge(args) -> int:
     out = Path(args.out)
+    baseline = _baseline(args)
     meta, cells, problems = shard.merge([Path(d) for d in args.dirs], out)
-    matrix = write_reports(out, cells, meta)
-    print(render_text(matrix))
+    _finish(out, cells, meta, baseline, args.baseline)
     for problem in problems:
         print(f"lab merge: {problem}", file=sys.stderr)
     print(f"\nmerged {len(args.dirs)} runs into {out}/: {len(cells)} cells, {len(problems)} problems")
@@ -196,16 +220,17 @@ def cmd_merge(args) -> int:
 
 def cmd_report(args) -> int:
     out = Path(args.dir)
-    journal = out / "journal.jsonl"
-    if not journal.is_file():
-        raise UserError(f"{journal}: no journal here (expected a run directory written by `lab run`)")
-    previous = {}
-    if (out / "results.json").is_file():
-        previous = json.loads((out / "results.json").read_text()).get("run", {})
-    cells = Journal.read(journal)
-    matrix = write_reports(out, cells, previous or {"run_id": out.name, "started": "", "finished": ""})
-    print(render_text(matrix))
+    baseline = _baseline(args)
+    meta, cells = read_run(out)
+    _finish(out, cells, meta, baseline, args.baseline)
     return run_exit_code(cells)
+
+
+def cmd_compare(args) -> int:
+    """Exit 1 when a cell newly fails or errors, so a nightly job can flag regressions."""
+    comparison = compare_dirs(Path(args.old), Path(args.new))
+    print(render_comparison(comparison))
+    return 1 if comparison.regressed else 0
 
 
 def cmd_list(args) -> int:
@@ -324,6 +349,11 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _baseline_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="an earlier run directory: matrix.html and the output open with what changed since")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -356,15 +386,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run each cell N times (racy tests); reports show the rate, e.g. FAIL 2/10")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="set a testcase parameter (see `lab list`), e.g. --param duration=120")
+    _baseline_option(run)
     run.set_defaults(func=cmd_run)
 
     mrg = sub.add_parser("merge", help="combine the result directories of shards into one run")
     mrg.add_argument("dirs", nargs="+", metavar="DIR")
     mrg.add_argument("--out", required=True, help="the merged result directory")
+    _baseline_option(mrg)
     mrg.set_defaults(func=cmd_merge)
 
     report = sub.add_parser("report", help="re-render the reports of a run directory from its journal")
     report.add_argument("dir")
+    _baseline_option(report)
+
+    cmp = sub.add_parser("compare", help="what changed between two runs (exit 1 if a cell newly fails or errors)")
+    cmp.add_argument("old", metavar="OLD", help="the earlier run directory")
+    cmp.add_argument("new", metavar="NEW", help="the later run directory")
+    cmp.set_defaults(func=cmd_compare)
     report.set_defaults(func=cmd_report)
 
     lst = sub.add_parser("list", help="arches, kernels, testcases and what is built")

@@ -19,6 +19,8 @@ from lab.config import Lab, load_lab
 BASE_PACKAGES = (
     "make", "bc", "bison", "flex", "libelf-dev", "cpio", "xz-utils", "gzip", "dpkg-dev",
     "autoconf", "automake", "dropbear-bin", "openssh-client", "python3-venv", "git",
+    # matrix.html screenshots (docs/) and its test in a real browser
+    "chromium",
 )
 OWN_SOURCES = "qemu-lab"  # our own file in /etc/apt/sources.list.d/, never read back as input
 

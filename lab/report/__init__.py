@@ -5,17 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lab.report.compare import Comparison
 from lab.report.html import write_html
 from lab.report.junit import write_junit
 from lab.report.matrix import Matrix
 from lab.results import CellResult, run_exit_code
 
 
-def write_reports(out_dir: Path, cells: list[CellResult], meta: dict) -> Matrix:
-    """Write every report file of a run from its cells; returns the matrix for printing."""
+def write_reports(out_dir: Path, cells: list[CellResult], meta: dict,
+                  comparison: Comparison | None = None) -> Matrix:
+    """Write every report file of a run from its cells; returns the matrix for printing.
+
+    With a comparison (--baseline), matrix.html opens with what changed.
+    """
     matrix = Matrix.from_cells(cells, meta)
     data = {"run": meta, "exit_code": run_exit_code(cells), "cells": [c.to_dict() for c in matrix.ordered_cells()]}
     (out_dir / "results.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     write_junit(out_dir / "junit.xml", matrix)
-    write_html(out_dir, matrix)
+    write_html(out_dir, matrix, comparison)
     return matrix

@@ -1,4 +1,8 @@
-"""matrix.html and one page per cell, rendered with autoescaping and StrictUndefined."""
+"""matrix.html and one page per cell, rendered with autoescaping and StrictUndefined.
+
+Everything a page needs is inline (style and the small status filter script):
+reports are opened from Jenkins artifacts, mail and file://, with no network.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,32 @@ from pathlib import Path
 
 import jinja2
 
+from lab.report.compare import Comparison
 from lab.report.matrix import Matrix
+
+# One colour per status (background, text stays dark): the matrix, the legend and
+# the browser test all read this table. Status text is always shown as well.
+STATUS_COLORS = {
+    "PASS": "#b7e4b0",
+    "FAIL": "#f08080",
+    "XFAIL": "#c9dff2",
+    "XPASS": "#f2a2d4",
+    "SKIP": "#d9d9d9",
+    "ERROR": "#f7c873",
+    "TIMEOUT": "#d6b4f0",
+    "NOTRUN": "#ffffff",
+}
+
+LEGEND = (
+    ("PASS", "the test passed"),
+    ("FAIL", "the test found the bug, and no FAIL is expected here"),
+    ("XFAIL", "failed as configs/lab.toml expects (a known-bad kernel); not counted as a failure"),
+    ("XPASS", "passed where a FAIL is expected: look at it"),
+    ("SKIP", "the test does not apply here (it exited 4)"),
+    ("ERROR", "the lab got no answer: build, boot, SSH or a guest crash; never a test verdict"),
+    ("TIMEOUT", "the test ran past its deadline"),
+    ("NOTRUN", "planned, but no result (an interrupted run or a missing shard)"),
+)
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("lab.report", "templates"),
@@ -15,15 +44,18 @@ _ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+_ENV.globals.update(status_colors=STATUS_COLORS, legend=LEGEND)
 
 
 def cell_page(arch: str, kernel: str, testcase: str) -> str:
     return f"cells/{arch}__{kernel}__{testcase}.html"
 
 
-def write_html(out_dir: Path, matrix: Matrix) -> None:
+def write_html(out_dir: Path, matrix: Matrix, comparison: Comparison | None = None) -> None:
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
-    page = _ENV.get_template("matrix.html").render(matrix=matrix, meta=matrix.meta, cell_page=cell_page)
+    changed = comparison.changed_keys() if comparison else {}
+    page = _ENV.get_template("matrix.html").render(matrix=matrix, meta=matrix.meta, cell_page=cell_page,
+                                                   comparison=comparison, changed=changed)
     (out_dir / "matrix.html").write_text(page, encoding="utf-8", errors="backslashreplace")
     template = _ENV.get_template("cell.html")
     for cell in matrix.ordered_cells():

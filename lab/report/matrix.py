@@ -28,6 +28,23 @@ class Matrix:
     def cell(self, arch: str, kernel: str, testcase: str) -> CellResult | None:
         return self.cells.get((arch, kernel, testcase))
 
+    def arch_groups(self) -> list[tuple[str, list[str]]]:
+        """The columns as (arch, its kernels), for a two-row header."""
+        groups: dict[str, list[str]] = {}
+        for arch, kernel in self.columns:
+            groups.setdefault(arch, []).append(kernel)
+        return list(groups.items())
+
+    def status_counts(self) -> dict[str, int]:
+        """How many cells have each status; "NOTRUN" counts planned cells with no result."""
+        counts: dict[str, int] = {}
+        for arch, kernel in self.columns:
+            for case in self.rows:
+                cell = self.cell(arch, kernel, case)
+                status = cell.status if cell else "NOTRUN"
+                counts[status] = counts.get(status, 0) + 1
+        return counts
+
     def ordered_cells(self) -> list[CellResult]:
         return [c for a, k in self.columns for t in self.rows if (c := self.cell(a, k, t))]
 

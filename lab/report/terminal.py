@@ -6,31 +6,62 @@ from lab.report.matrix import Matrix
 
 NOT_RUN = "-"
 
+# ANSI SGR codes per status, for a terminal; the status text is always there too.
+ANSI = {
+    "PASS": "32",
+    "FAIL": "1;31",
+    "XFAIL": "36",
+    "XPASS": "1;35",
+    "SKIP": "2",
+    "ERROR": "1;33",
+    "TIMEOUT": "35",
+}
 
-def render_text(matrix: Matrix) -> str:
-    header = ["testcase"] + [f"{a} / {k}" for a, k in matrix.columns]
-    rows = []
-    for case in matrix.rows:
-        row = [case]
-        for arch, kernel in matrix.columns:
-            cell = matrix.cell(arch, kernel, case)
-            row.append(cell.label if cell else NOT_RUN)
-        rows.append(row)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
-    def line(cols: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |"
+def paint(text: str, status: str, color: bool) -> str:
+    code = ANSI.get(status)
+    return f"\x1b[{code}m{text}\x1b[0m" if color and code else text
 
-    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    out += [line(r) for r in rows]
+
+def render_text(matrix: Matrix, color: bool = False, max_width: int = 160) -> str:
+    """The matrix as a table; with color, each status in its ANSI colour (for a TTY).
+
+    Rows are testcases and columns arch / kernel, as in matrix.html; a plan too wide
+    for `max_width` is printed the other way round (a row per arch / kernel).
+    """
+    columns = [f"{a} / {k}" for a, k in matrix.columns]
+    grid = [[_entry(matrix.cell(a, k, case)) for a, k in matrix.columns] for case in matrix.rows]
+    out = _table("testcase", matrix.rows, columns, grid, color)
+    if len(out[0]) > max_width:
+        transposed = [[grid[r][c] for r in range(len(matrix.rows))] for c in range(len(columns))]
+        out = _table("arch / kernel", columns, matrix.rows, transposed, color)
     notes = [c for c in matrix.ordered_cells() if c.status != "PASS" or c.expected]
     if notes:
         out.append("")
-        out += [f"{c.arch}/{c.kernel} {c.testcase}: {_status_and_message(c)}{_expected(c)}" for c in notes]
+        out += [f"{c.arch}/{c.kernel} {c.testcase}: {paint(_status_and_message(c), c.status, color)}{_expected(c)}"
+                for c in notes]
     warned = [c for c in matrix.ordered_cells() if c.kernel_messages]
     for c in warned:
         out.append(f"{c.arch}/{c.kernel} {c.testcase}: kernel said: {c.kernel_messages[0]}")
     return "\n".join(out)
+
+
+def _entry(cell) -> tuple[str, str]:
+    return (cell.label, cell.status) if cell else (NOT_RUN, "")
+
+
+def _table(corner: str, row_names: list[str], column_names: list[str],
+           grid: list[list[tuple[str, str]]], color: bool) -> list[str]:
+    """A plain-text table; widths come from the text, colour codes wrap the padded text."""
+    rows = [[(name, ""), *entries] for name, entries in zip(row_names, grid)]
+    header = [(corner, ""), *((name, "") for name in column_names)]
+    widths = [max(len(r[i][0]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cols: list[tuple[str, str]]) -> str:
+        return "| " + " | ".join(paint(text.ljust(w), status, color)
+                                 for (text, status), w in zip(cols, widths)) + " |"
+
+    return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)]
 
 
 def _status_and_message(cell) -> str:

@@ -1,0 +1,134 @@
+"""What changed between two runs: the morning question "what broke last night?".
+
+Cells are matched by (arch, kernel, testcase) and sorted into sections, in the
+order a developer reads them: newly failing, newly passing, newly erroring,
+changed expectations, then anything else that moved (skips, cells added or gone).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.errors import UserError
+from lab.results import CellResult, Journal
+
+# A test-level failure: the exit status counts these as failures (see run_exit_code).
+FAILING = frozenset({"FAIL", "XPASS", "TIMEOUT"})
+# The lab got no answer.
+ERRORING = frozenset({"ERROR"})
+# The answer the configs call good.
+PASSING = frozenset({"PASS", "XFAIL"})
+
+SECTIONS = (
+    ("newly_fail", "Newly failing"),
+    ("newly_pass", "Newly passing"),
+    ("newly_error", "Newly erroring"),
+    ("changed_expectations", "Changed expectations"),
+    ("other", "Other changes"),
+)
+
+
+@dataclass(frozen=True)
+class Change:
+    key: tuple[str, str, str]
+    old: CellResult | None
+    new: CellResult | None
+
+    @property
+    def name(self) -> str:
+        arch, kernel, testcase = self.key
+        return f"{arch}/{kernel} {testcase}"
+
+    @property
+    def old_label(self) -> str:
+        return self.old.label if self.old else "not run"
+
+    @property
+    def new_label(self) -> str:
+        return self.new.label if self.new else "not run"
+
+    @property
+    def detail(self) -> str:
+        """The newer side's message, or why the expectation moved."""
+        if self.old and self.new and self.old.expected != self.new.expected:
+            return (f"expected {self.old.expected or 'no declared result'} -> "
+                    f"{self.new.expected or 'no declared result'}")
+        cell = self.new or self.old
+        return cell.message if cell else ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline: str  # how to name the older run (its directory)
+    newly_fail: tuple[Change, ...]
+    newly_pass: tuple[Change, ...]
+    newly_error: tuple[Change, ...]
+    changed_expectations: tuple[Change, ...]
+    other: tuple[Change, ...]
+
+    def sections(self) -> list[tuple[str, tuple[Change, ...]]]:
+        return [(title, getattr(self, attr)) for attr, title in SECTIONS]
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.newly_fail or self.newly_error)
+
+    def changed_keys(self) -> dict[tuple[str, str, str], Change]:
+        return {c.key: c for _, changes in self.sections() for c in changes}
+
+
+def _section(old: CellResult | None, new: CellResult | None) -> str | None:
+    if old and new and old.status == new.status and old.expected == new.expected:
+        return None
+    if old and new and old.expected != new.expected:
+        return "changed_expectations"
+    if new and new.status in FAILING and (not old or old.status not in FAILING):
+        return "newly_fail"
+    if new and new.status in ERRORING and (not old or old.status not in ERRORING):
+        return "newly_error"
+    if new and new.status in PASSING and old and old.status not in PASSING:
+        return "newly_pass"
+    return "other"
+
+
+def compare(old_cells: list[CellResult], new_cells: list[CellResult], baseline: str) -> Comparison:
+    old = {c.key: c for c in old_cells}
+    new = {c.key: c for c in new_cells}
+    found: dict[str, list[Change]] = {attr: [] for attr, _ in SECTIONS}
+    for key in list(dict.fromkeys([*new, *old])):
+        section = _section(old.get(key), new.get(key))
+        if section:
+            found[section].append(Change(key, old.get(key), new.get(key)))
+    return Comparison(baseline=baseline, **{attr: tuple(changes) for attr, changes in found.items()})
+
+
+def read_run(directory: Path) -> tuple[dict, list[CellResult]]:
+    """A run directory's meta (run.json, else results.json) and cells (journal.jsonl)."""
+    journal = directory / "journal.jsonl"
+    if not journal.is_file():
+        raise UserError(f"{journal}: no journal here (expected a run directory written by `lab run`)")
+    meta: dict = {}
+    for name, pick in (("run.json", lambda d: d), ("results.json", lambda d: d.get("run", {}))):
+        try:
+            meta = pick(json.loads((directory / name).read_text()))
+            break
+        except (OSError, ValueError, AttributeError):
+            continue
+    return meta or {"run_id": directory.name, "started": "", "finished": ""}, Journal.read(journal)
+
+
+def compare_dirs(old_dir: Path, new_dir: Path) -> Comparison:
+    _, old_cells = read_run(old_dir)
+    _, new_cells = read_run(new_dir)
+    return compare(old_cells, new_cells, baseline=str(old_dir))
+
+
+def render_comparison(comparison: Comparison) -> str:
+    """The sections as text; an empty section says so, so "nothing changed" is explicit."""
+    out = [f"compared with {comparison.baseline}:"]
+    for title, changes in comparison.sections():
+        out.append(f"{title}: {len(changes)}")
+        out += [f"  {c.name}: {c.old_label} -> {c.new_label}: {c.detail}" for c in changes]
+    return "\n".join(out)

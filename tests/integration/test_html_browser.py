@@ -1,0 +1,198 @@
+"""matrix.html in a real headless Chromium: cell text, colours, the status filter,
+the screenshot's pixels, and that the page fetches nothing from the network."""
+
+import json
+import re
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lab.report import write_reports
+from lab.report.browser import load
+from lab.report.compare import compare
+from lab.report.html import STATUS_COLORS
+from lab.results import CellResult, combine_attempts
+
+pytestmark = pytest.mark.integration
+
+# Reads what the browser computed, after the page's own script ran, then unticks
+# PASS in the filter and reads again. The result goes into the DOM for --dump-dom.
+PROBE = """
+<script>
+(function () {
+  function cells() {
+    return Array.from(document.querySelectorAll("td[data-cell]")).map(function (td) {
+      var r = td.getBoundingClientRect();
+      return {cell: td.dataset.cell, text: td.innerText, status: td.dataset.status,
+              background: getComputedStyle(td).backgroundColor, filtered: td.classList.contains("filtered"),
+              left: r.left, top: r.top, width: r.width, height: r.height};
+    });
+  }
+  var before = cells();
+  var box = document.querySelector("input[name=status][value=PASS]");
+  box.checked = false;
+  box.dispatchEvent(new Event("change", {bubbles: true}));
+  var after = cells();
+  var rowsHidden = Array.from(document.querySelectorAll("tr.row.filtered")).map(function (tr) {
+    return tr.querySelector("th").innerText;
+  });
+  var fetched = performance.getEntriesByType("resource").map(function (e) { return e.name; });
+  var out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({before: before, after: after, rowsHidden: rowsHidden, fetched: fetched,
+                                    changes: document.getElementById("changes") ? document.getElementById("changes").innerText : null});
+  document.body.appendChild(out);
+})();
+</script>
+"""
+
+
+def _every_status() -> tuple[list[CellResult], dict]:
+    raw = {"PASS": "PASS", "FAIL": "FAIL", "XFAIL": "FAIL", "XPASS": "PASS", "SKIP": "SKIP",
+           "ERROR": "ERROR", "TIMEOUT": "TIMEOUT"}
+    cells = []
+    for n, (status, outcome) in enumerate(raw.items()):
+        cell = CellResult("i386-pae", "6.1", "swp_exclusive", outcome, f"{outcome}: <b>not bold</b>",
+                          duration_s=1.5 + n)
+        cell.arch = ["i386-pae", "i386", "sparc64", "riscv64", "x86_64", "armv7", "m68k"][n]
+        if status in ("XFAIL", "XPASS"):
+            cell.apply_expectation("FAIL", "marker landed in 6.3")
+        cells.append(cell)
+    cells.append(CellResult("i386-pae", "6.1", "only_pass", "PASS", "PASS"))
+    cells.append(combine_attempts([CellResult("sparc64", "6.1", "only_pass", s, f"{s}: x") for s in ("FAIL", "PASS", "FAIL")]))
+    arches = sorted({c.arch for c in cells} | {"mips"})
+    meta = {"run_id": "browser", "started": "", "finished": "", "arches": arches, "kernels": ["6.1"],
+            "testcases": ["swp_exclusive", "only_pass"], "jobs": [[a, "6.1"] for a in arches]}
+    return cells, meta
+
+
+# Chromium's own background services (component updater, sign-in, network time):
+# they call out whatever the page is, even with --disable-background-networking.
+# The page's requests are everything else; the control test shows they are caught.
+BROWSER_SERVICES = ("update.googleapis.com", "accounts.google.com", "clients2.google.com")
+
+
+def _page_requests(requests: list[str]) -> list[str]:
+    def host(request: str) -> str:
+        target = request.split()[1] if len(request.split()) > 1 else request
+        return re.sub(r"^[a-z]+://", "", target).split("/")[0].split(":")[0]
+    return [r for r in requests if host(r) not in BROWSER_SERVICES]
+
+
+def _rgb(hex_color: str) -> tuple[int, int, int]:
+    return tuple(int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+
+
+class _Recorder:
+    """A TCP listener standing in for the whole network: it records every connection."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.2)
+        self.requests: list[str] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def proxy(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self):
+        while not self.done.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            conn.settimeout(1)
+            try:
+                first = conn.recv(4096).decode("latin-1").split("\r\n")[0]
+            except OSError:
+                first = "?"
+            self.requests.append(first)
+            conn.close()
+
+    def close(self):
+        self.done.set()
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def report(tmp_path):
+    cells, meta = _every_status()
+    baseline = [CellResult("i386", "6.1", "swp_exclusive", "PASS", "PASS"),
+                CellResult("riscv64", "6.1", "swp_exclusive", "FAIL", "FAIL")]
+    write_reports(tmp_path, cells, meta, compare(baseline, cells, "last-night"))
+    return tmp_path
+
+
+def test_matrix_in_a_real_browser(report):
+    probe_page = report / "probe.html"
+    probe_page.write_text((report / "matrix.html").read_text().replace("</body>", PROBE + "</body>"))
+    recorder = _Recorder()
+    try:
+        dom = load(probe_page, dump_dom=True, proxy=recorder.proxy)
+        shot = report / "matrix.png"
+        load(report / "matrix.html", screenshot=shot, proxy=recorder.proxy)
+    finally:
+        recorder.close()
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, "the probe script did not run"
+    probe = json.loads(found.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
+
+    # Nothing left the machine: no request reached the stand-in network, and every
+    # resource the page loaded is a local file.
+    assert _page_requests(recorder.requests) == []
+    assert all(url.startswith("file:") for url in probe["fetched"]), probe["fetched"]
+
+    before = {c["cell"]: c for c in probe["before"]}
+    expected = {"i386-pae/6.1/swp_exclusive": "PASS", "i386/6.1/swp_exclusive": "FAIL",
+                "sparc64/6.1/swp_exclusive": "XFAIL", "riscv64/6.1/swp_exclusive": "XPASS",
+                "x86_64/6.1/swp_exclusive": "SKIP", "armv7/6.1/swp_exclusive": "ERROR",
+                "m68k/6.1/swp_exclusive": "TIMEOUT", "mips/6.1/swp_exclusive": "NOTRUN"}
+    for key, status in expected.items():
+        cell = before[key]
+        assert cell["status"] == status
+        assert cell["text"].startswith("not run" if status == "NOTRUN" else status), cell["text"]
+        assert cell["background"] == "rgb({}, {}, {})".format(*_rgb(STATUS_COLORS[status])), (key, cell)
+    assert "expected FAIL, actual FAIL" in before["sparc64/6.1/swp_exclusive"]["text"]
+    assert "expected FAIL, actual PASS" in before["riscv64/6.1/swp_exclusive"]["text"]
+    assert before["sparc64/6.1/only_pass"]["text"].startswith("FAIL 2/3")
+    assert "was PASS" in before["i386/6.1/swp_exclusive"]["text"]
+
+    # The filter: with PASS unticked, PASS cells fade and a row of nothing but PASS
+    # (and not-run) cells is hidden; other cells stay as they were.
+    after = {c["cell"]: c for c in probe["after"]}
+    assert after["i386-pae/6.1/swp_exclusive"]["filtered"] and not after["i386/6.1/swp_exclusive"]["filtered"]
+    assert probe["rowsHidden"] == []  # only_pass has the FAIL 2/3 cell of sparc64
+    changes = probe["changes"]
+    order = [changes.index(title) for title in ("Newly failing: 3", "Newly passing: 0", "Newly erroring: 1",
+                                                 "Changed expectations: 1", "Other changes: 4")]
+    assert order == sorted(order), changes
+    assert "i386/6.1 swp_exclusive: PASS \u2192 FAIL" in changes
+
+    # The screenshot shows those colours where the browser laid the cells out
+    # (a point inside each cell's padding, away from its text).
+    image = Image.open(shot).convert("RGB")
+    for key, status in expected.items():
+        cell = before[key]
+        x, y = int(cell["left"] + cell["width"] - 4), int(cell["top"] + cell["height"] - 3)
+        assert image.getpixel((x, y)) == _rgb(STATUS_COLORS[status]), (key, (x, y))
+
+
+def test_the_network_check_can_fail(report):
+    """The recorder is a real check: a page that references the network is caught."""
+    page = report / "external.html"
+    page.write_text('<html><body><img src="http://example.invalid/pixel.png"></body></html>')
+    recorder = _Recorder()
+    try:
+        load(page, dump_dom=True, proxy=recorder.proxy)
+    finally:
+        recorder.close()
+    assert any("example.invalid" in r for r in _page_requests(recorder.requests)), recorder.requests
