@@ -22,7 +22,8 @@ from lab import doctor, shard
 from lab.errors import InfraError, LabError, UserError
 from lab.images import built_image, ensure_image, planned_initrd
 from lab.kernels import ensure_kernel, kernel_entry
-from lab.qemu import ACCELERATORS, kill_all, qemu_argv
+from lab.progress import Progress
+from lab.qemu import ACCELERATORS, kill_all, qemu_argv, running
 from lab.remote import client_key
 from lab.report import write_reports
 from lab.report.compare import compare, compare_dirs, read_run, render_comparison
@@ -39,16 +40,6 @@ EXIT_SIGTERM = 143
 
 class Terminated(Exception):
     """SIGTERM arrived: stop like on Ctrl-C."""
-
-
-class _Progress:
-    """Timestamped progress lines on stderr, so stdout stays the matrix."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-
-    def __call__(self, message: str) -> None:
-        print(f"[{time.monotonic() - self.started:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def _now() -> str:
@@ -172,7 +163,7 @@ def cmd_run(args) -> int:
 
     # Only now does the run leave anything on disk (--dry-run above creates nothing).
     journal = Journal(journal_path)
-    progress = _Progress()
+    progress = Progress(guests=running)
     # A resumed run keeps its run.json (id, start time, plan); a new one writes it first.
     meta = {"run_id": out.name, "started": _now(), "host": socket.gethostname(), **plan,
             "finished": "", "command": sys.argv[1:]}
@@ -187,13 +178,16 @@ def cmd_run(args) -> int:
     try:
         artifacts = prepare(lab, jobs, progress)
         runner = Runner(lab, out, journal, accel=args.accel, progress=progress, params=plan["params"],
-                        repeat=plan["repeat"], timeout_factor=args.timeout_factor, retries=args.retries)
+                        repeat=plan["repeat"], timeout_factor=args.timeout_factor, retries=args.retries,
+                        on_cell=progress.cell_done)
+        progress.start_cells(cells_left)
         runner.run(jobs, artifacts, args.jobs)
     except KeyboardInterrupt:
         exit_code = EXIT_SIGINT
     except Terminated:
         exit_code = EXIT_SIGTERM
     finally:
+        progress.close()
         if runner:
             runner.stop.set()
         kill_all(closing=exit_code is not None)
@@ -297,7 +291,7 @@ def cmd_doctor(args) -> int:
 def cmd_kernels_build(args) -> int:
     lab = cfg.load_lab()
     arches, kernels, _ = _selection(lab, args)
-    progress = _Progress()
+    progress = Progress()
     for a in arches:
         for k in kernels:
             art = ensure_kernel(lab, lab.arches[a], lab.kernels[k], progress)
@@ -308,7 +302,7 @@ def cmd_kernels_build(args) -> int:
 def cmd_images_build(args) -> int:
     lab = cfg.load_lab()
     arches = cfg.pick("arch", args.arch, lab.arches, lab.plan.arches)
-    progress = _Progress()
+    progress = Progress()
     for a in arches:
         image = ensure_image(lab, lab.arches[a], progress)
         print(f"{a}: {image.initramfs} (host key {image.host_key.split()[0]})")

@@ -84,6 +84,12 @@ def allow_starts() -> None:
         _closing = False
 
 
+def running() -> int:
+    """How many QEMU processes this process has started and not reaped."""
+    with _live_lock:
+        return len(_live)
+
+
 def kill_all(closing: bool = False) -> int:
     """Kill every QEMU this process started and has not reaped; returns how many.
 

@@ -168,7 +168,8 @@ class Guest:
 class Runner:
     def __init__(self, lab: Lab, out_dir: Path, journal: Journal, *, accel: str = "tcg",
                  progress: Progress = lambda _: None, params: dict[str, dict] | None = None,
-                 repeat: int = 1, timeout_factor: float = 1.0, retries: int = 1):
+                 repeat: int = 1, timeout_factor: float = 1.0, retries: int = 1,
+                 on_cell: Callable[[], None] = lambda: None):
         self.lab = lab
         self.out_dir = out_dir
         self.journal = journal
@@ -180,6 +181,7 @@ class Runner:
         self.repeat = repeat  # attempts per cell
         self.timeout_factor = timeout_factor  # scales boot, SSH and test deadlines (slow hosts)
         self.retries = retries  # extra tries after an infrastructure ERROR
+        self.on_cell = on_cell  # called after each cell is in the journal (progress counts)
         self.client_key, _ = client_key()
         allow_starts()
 
@@ -221,6 +223,7 @@ class Runner:
         self.journal.append(cell)
         detail = f": {cell.message}" if cell.status != "PASS" else ""
         self.progress(f"{cell.arch}/{cell.kernel} {cell.testcase}: {cell.status} ({cell.duration_s:.1f} s){detail}")
+        self.on_cell()
 
     def run_job(self, job: Job, art: Artifacts) -> None:
         log_dir = self.out_dir / "logs" / job.arch.name / job.kernel.name
