@@ -206,6 +206,11 @@ def cmd_merge(args) -> int:
     baseline = _baseline(args)
     meta, cells, problems = shard.merge([Path(d) for d in args.dirs], out)
     _finish(out, cells, meta, baseline, args.baseline)
+    # Kept next to the reports, so a pipeline (and a reader of its artifacts) sees the gap.
+    problems_file = out / "merge-problems.txt"
+    problems_file.unlink(missing_ok=True)
+    if problems:
+        problems_file.write_text("".join(f"{p}\n" for p in problems))
     for problem in problems:
         print(f"lab merge: {problem}", file=sys.stderr)
     print(f"\nmerged {len(args.dirs)} runs into {out}/: {len(cells)} cells, {len(problems)} problems")

@@ -77,3 +77,15 @@ def test_merge_refuses_different_plans(tmp_path):
     other = _run_dir(tmp_path, "s2", {**PLAN, "repeat": 3}, [["b", "6.1"]], ["PASS"])
     with pytest.raises(UserError, match="runs of different plans"):
         merge([one, other], tmp_path / "merged")
+
+
+def test_cli_merge_keeps_its_problems_next_to_the_reports(tmp_path, capsys):
+    from lab.cli import main
+    one = _run_dir(tmp_path, "s1", PLAN, [["a", "6.1"]], ["PASS"])
+    two = _run_dir(tmp_path, "s2", PLAN, [["b", "6.1"]], ["PASS"])
+    out = tmp_path / "merged"
+    assert main(["merge", str(one), "--out", str(out)]) == 2
+    assert (out / "merge-problems.txt").read_text() == "missing: b/6.1/swp_exclusive (in no shard's journal)\n"
+    assert "lab merge: missing: b/6.1/swp_exclusive" in capsys.readouterr().err
+    assert main(["merge", str(one), str(two), "--out", str(out)]) == 0
+    assert not (out / "merge-problems.txt").exists(), "a complete merge clears an earlier one's problems"
