@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -21,20 +22,24 @@ from lab.images import built_image
 from lab.kernels import kernel_entry
 
 
-def _build_costs(lab: cfg.Lab, arches: list[str], kernels: list[str]) -> list[str]:
-    lines = []
+def _arch_costs(lab: cfg.Lab, arches: list[str], kernels: list[str], cells: list[dict]) -> list[str]:
+    """Per arch: kernel build times (when they were built), userland build time, boot to ready/SSH."""
+    lines = [f"  {'arch':10} {'kernel builds (s)':34} {'userland (s)':>12} {'ready (s)':>9} {'ssh (s)':>8}"]
     for a in arches:
+        builds = []
         for k in kernels:
             meta = kernel_entry(lab, lab.arches[a], lab.kernels[k]).meta()
             if meta:
-                state = "built" if meta["ok"] else "failed"
-                lines.append(f"  kernel {a}/{k}: {state} in {meta.get('seconds', '?')} s")
-    for a in arches:
+                builds.append(f"{k} {meta.get('seconds', '?')}{'' if meta['ok'] else ' (failed)'}")
+        userland = "-"
         image = built_image(lab, lab.arches[a])
         if image:
-            userland = json.loads((image.parent / "meta.json").read_text())["userland"]
-            meta = json.loads((cache_root() / "userland" / userland / "meta.json").read_text())
-            lines.append(f"  guest userland {a} (busybox, dropbear, sftp-server): built in {meta['seconds']} s")
+            key = json.loads((image.parent / "meta.json").read_text())["userland"]
+            userland = str(json.loads((cache_root() / "userland" / key / "meta.json").read_text())["seconds"])
+        boots = [c["timings"] for c in cells if c["arch"] == a and "ssh_s" in c["timings"]]
+        ready = f"{statistics.median(t['ready_s'] for t in boots):.2f}" if boots else "-"
+        ssh = f"{statistics.median(t['ssh_s'] for t in boots):.2f}" if boots else "-"
+        lines.append(f"  {a:10} {', '.join(builds) or '-':34} {userland:>12} {ready:>9} {ssh:>8}")
     return lines
 
 
@@ -86,10 +91,8 @@ def _run(args, jobs: int) -> tuple[int, float, str]:
               f"{c['duration_s']:7.2f}")
     print(f"\nwall time of the run (-j {jobs}): {wall:.1f} s, exit code {code}")
     lab = cfg.load_lab()
-    costs = _build_costs(lab, data["run"]["arches"], data["run"]["kernels"])
-    if costs:
-        print("cached build costs (when built):")
-        print("\n".join(costs))
+    print("per arch: cached build costs (measured when built) and boot times (median over this run's boots):")
+    print("\n".join(_arch_costs(lab, data["run"]["arches"], data["run"]["kernels"], data["cells"])))
     return code, wall, out
 
 
