@@ -63,7 +63,8 @@ class Progress:
 
     def status(self) -> str:
         elapsed = self.clock() - self.started
-        parts = [f"{self.done}/{self.total} cells done", f"{self.guests()} guests running",
+        guests = self.guests()
+        parts = [f"{self.done}/{self.total} cells done", f"{guests} guest{'' if guests == 1 else 's'} running",
                  f"{duration(elapsed)} elapsed"]
         if 0 < self.done < self.total:
             per_cell = (self.clock() - self.cells_started) / self.done

@@ -59,5 +59,5 @@ def test_a_terminal_gets_a_live_line_that_is_redrawn_and_cleared():
     progress.close()
     text = out.getvalue()
     assert f"{CLEAR_LINE}[" in text and "a message\n" in text
-    assert text.count("0/3 cells done, 1 guests running") >= 2, "redrawn by the ticker"
+    assert text.count("0/3 cells done, 1 guest running") >= 2, "redrawn by the ticker"
     assert text.endswith(CLEAR_LINE), "the terminal is left on a clean line"
