@@ -44,6 +44,9 @@ class Toolchain:
     triple: str  # gcc-<triple>, CROSS_COMPILE=<triple>-
     package: str  # Debian package that provides <triple>-gcc
     libc_package: str  # Debian package with the static C library and headers for <triple>
+    # Extra ./configure arguments for the guest's sftp-server (OpenSSH), e.g. to
+    # avoid a compiler bug; each with a comment in the TOML.
+    openssh_configure: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ concatenated gzip cpio archives in order, so the base never has to be rebuilt.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -38,17 +39,22 @@ class ImageArtifact:
     host_key: str  # "ssh-ed25519 AAAA...": the only key the lab accepts from this guest
 
 
-def userland_key(lab: Lab, compiler: Compiler, sources: dict[str, Path]) -> str:
-    return content_key(
+def userland_key(lab: Lab, arch: Arch, compiler: Compiler, sources: dict[str, Path]) -> str:
+    parts = [
         RECIPE_VERSION,
         *((lab.images_dir / name).read_bytes() for name in USERLAND_FILES),
         *(source_identity(sources[pkg]) for pkg in SOURCE_PACKAGES),
         compiler.version,
-    )
+    ]
+    # Arch-specific build arguments are part of the key when there are any; arches
+    # without them share one userland per compiler (i386 and i386-pae).
+    if arch.toolchain.openssh_configure:
+        parts.append(json.dumps(list(arch.toolchain.openssh_configure)))
+    return content_key(*parts)
 
 
-def image_key(lab: Lab, compiler: Compiler, sources: dict[str, Path]) -> str:
-    return content_key(userland_key(lab, compiler, sources),
+def image_key(lab: Lab, arch: Arch, compiler: Compiler, sources: dict[str, Path]) -> str:
+    return content_key(userland_key(lab, arch, compiler, sources),
                        *((lab.images_dir / name).read_bytes() for name in ASSEMBLY_FILES))
 
 
@@ -57,7 +63,7 @@ def ensure_image(lab: Lab, arch: Arch, progress: Progress = lambda _: None) -> I
     require_tool("dropbearkey", "dropbear-bin")
     require_tool("make", "make")
     sources = {pkg: debian_source(pkg) for pkg in SOURCE_PACKAGES}
-    key = image_key(lab, compiler, sources)
+    key = image_key(lab, arch, compiler, sources)
     entry = Entry("images", key)
     with entry.lock():
         if entry.meta() is None:
@@ -70,7 +76,7 @@ def ensure_image(lab: Lab, arch: Arch, progress: Progress = lambda _: None) -> I
 def _ensure_userland(lab: Lab, arch: Arch, compiler: Compiler, sources: dict[str, Path],
                      progress: Progress) -> Path:
     """busybox, dropbear and sftp-server for this compiler: the slow part, cached on its own."""
-    entry = Entry("userland", userland_key(lab, compiler, sources))
+    entry = Entry("userland", userland_key(lab, arch, compiler, sources))
     with entry.lock():
         if entry.meta() is not None:
             return entry.path
@@ -81,7 +87,8 @@ def _ensure_userland(lab: Lab, arch: Arch, compiler: Compiler, sources: dict[str
         with entry.building() as work:
             busybox, applets = _build_busybox(sources["busybox"], work / "busybox", compiler, log)
             dropbear = _build_dropbear(lab, sources["dropbear"], work / "dropbear", compiler, log)
-            sftp_server = _build_sftp_server(sources["openssh"], work / "openssh", compiler, log)
+            sftp_server = _build_sftp_server(sources["openssh"], work / "openssh", compiler, log,
+                                             arch.toolchain.openssh_configure)
             result = work / "result"
             result.mkdir()
             for binary in (busybox, dropbear, sftp_server):
@@ -163,14 +170,16 @@ def _build_dropbear(lab: Lab, src: Path, build: Path, compiler: Compiler, log: P
     return build / "dropbear"
 
 
-def _build_sftp_server(src: Path, build: Path, compiler: Compiler, log: Path) -> Path:
+def _build_sftp_server(src: Path, build: Path, compiler: Compiler, log: Path,
+                       extra_configure: tuple[str, ...] = ()) -> Path:
     """OpenSSH's sftp-server only, without OpenSSL (it needs none), so Fabric's put works."""
     _autotools_tree(src, build)
     # Debian's patches touch configure.ac, and configure refuses to run when it is older.
     run_logged(["autoreconf"], log, cwd=build, what="openssh autoreconf")
     run_logged(["./configure", f"--host={compiler.triple}", "--without-openssl", "--without-zlib",
                 "--without-pam", "--without-selinux", "--without-kerberos5", "--without-libedit",
-                "--disable-lastlog", "--disable-utmp", "--disable-wtmp", "--with-ldflags=-static"],
+                "--disable-lastlog", "--disable-utmp", "--disable-wtmp", "--with-ldflags=-static",
+                *extra_configure],
                log, cwd=build, what="openssh configure")
     run_logged(["make", f"-j{jobs()}", "sftp-server"], log, cwd=build, what="sftp-server build")
     return build / "sftp-server"
@@ -185,7 +194,7 @@ def _known_image_key(lab: Lab, arch: Arch) -> str | None:
     sources = {pkg: debian_source(pkg, fetch=False) for pkg in SOURCE_PACKAGES}
     if None in sources.values():
         return None
-    return image_key(lab, compiler_for(arch), sources)
+    return image_key(lab, arch, compiler_for(arch), sources)
 
 
 def planned_initrd(lab: Lab, arch: Arch, client_public_key: str) -> Path | None:

@@ -69,3 +69,21 @@ def test_cpio_archive_is_readable_by_cpio(tmp_path):
         w2 = CpioWriter()
         w2.file("a", b"")
         w2.file("a", b"")
+
+
+def test_userland_key_takes_arch_build_arguments_only_where_there_are_any(tmp_path):
+    from dataclasses import replace
+    from pathlib import Path
+    from lab.config import load_lab
+    from lab.images import userland_key
+    from lab.toolchain import Compiler
+    from conftest import REPO
+    lab = load_lab(REPO)
+    compiler = Compiler("i686-linux-gnu", "i686-linux-gnu-gcc", "gcc 12")
+    for pkg in ("busybox", "dropbear", "openssh"):
+        (tmp_path / pkg).mkdir()
+    sources = {pkg: tmp_path / pkg for pkg in ("busybox", "dropbear", "openssh")}
+    pae, plain = lab.arches["i386-pae"], lab.arches["i386"]
+    assert userland_key(lab, pae, compiler, sources) == userland_key(lab, plain, compiler, sources)
+    hardened_off = replace(plain, toolchain=replace(plain.toolchain, openssh_configure=("--without-hardening",)))
+    assert userland_key(lab, hardened_off, compiler, sources) != userland_key(lab, plain, compiler, sources)
