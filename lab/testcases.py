@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +36,15 @@ def ensure_testcase(lab: Lab, arch: Arch, case: Testcase) -> TestcaseBinary:
     entry = testcase_entry(lab, arch, case)
     with entry.lock():
         if entry.meta() is None:
+            # Next to the entry, not in the work directory: a failed build's log stays readable.
+            log = entry.path.parent / f"{entry.key}.build.log"
+            log.unlink(missing_ok=True)
             with entry.building() as work:
-                log = work / "build.log"
                 what = f"compiling testcase {case.name} for {arch.name}"
                 run_logged([compiler.gcc, *CFLAGS, "-o", str(work / case.name), str(source)], log, what=what)
                 if not (work / case.name).is_file():
                     raise BuildError(f"{what}: {compiler.gcc} exited 0 but wrote no binary (log: {log})")
+                shutil.move(log, work / "build.log")
                 entry.publish(work, {"testcase": case.name, "arch": arch.name, "compiler": compiler.version,
                                      "sha256": sha256_file(work / case.name)})
         meta = entry.meta()

@@ -103,3 +103,20 @@ def test_doctor_names_what_is_missing_and_the_package(fake_host, capsys):
     assert "ok      i386-pae   i686-linux-gnu-gcc (gcc-i686-linux-gnu)" in out
     assert "-> apt-get install linux-source-0.0" in out
     assert "ok      host       kernel 6.1: " in out
+
+
+def test_a_failed_testcase_build_keeps_its_log(fake_host, tmp_path, monkeypatch):
+    from lab.config import load_lab
+    from lab.errors import BuildError
+    from lab.testcases import ensure_testcase
+    gcc = tmp_path / "bin" / "i686-linux-gnu-gcc"
+    gcc.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'fake 1.0'; exit 0; fi\n"
+                   "echo \"x.c:(.text+0x1e4): undefined reference to '__atomic_fetch_add_8'\"; exit 1\n")
+    lab = load_lab(fake_host)
+    for attempt in range(2):
+        with pytest.raises(BuildError) as failed:
+            ensure_testcase(lab, lab.arches["i386-pae"], lab.testcases["swp_exclusive"])
+        log = str(failed.value).rsplit("(log: ", 1)[1].rstrip(")")
+        text = open(log).read()
+        assert "undefined reference to '__atomic_fetch_add_8'" in text
+        assert text.count("undefined reference") == 1, "each build starts a fresh log"
