@@ -240,12 +240,13 @@ def _built_61(arch: str) -> bool:
 
 
 def test_every_arch_boots_and_matches_its_expectation(tmp_path):
-    """One kernel (6.1) for every arch, two guests at a time: the seed facts."""
+    """One kernel (6.1) for every arch of the plan, two guests at a time: the seed facts."""
     out = tmp_path / "run"
-    arches = [a for a in LAB.arches if a in CI_ARCHES or _built_61(a)]
-    if len(arches) < len(LAB.arches):
+    # The default plan's arches (a declared arch that is not in it, like sh4, is known not to boot).
+    arches = [a for a in LAB.plan.arches if a in CI_ARCHES or _built_61(a)]
+    if len(arches) < len(LAB.plan.arches):
         warnings.warn(f"not booted (not built on this machine; the nightly plan runs them): "
-                      f"{', '.join(a for a in LAB.arches if a not in arches)}")
+                      f"{', '.join(a for a in LAB.plan.arches if a not in arches)}")
     proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", ",".join(arches), "--kernel", "6.1",
                            "--test", "swp_exclusive", "-j", "2", "--out", str(out)],
                           capture_output=True, text=True, cwd=REPO, timeout=3600)
