@@ -24,7 +24,7 @@ from lab.kernels import kernel_entry
 
 def _arch_costs(lab: cfg.Lab, arches: list[str], kernels: list[str], cells: list[dict]) -> list[str]:
     """Per arch: kernel build times (when they were built), userland build time, boot to ready/SSH."""
-    lines = [f"  {'arch':10} {'kernel builds (s)':34} {'userland (s)':>12} {'ready (s)':>9} {'ssh (s)':>8}"]
+    rows = []
     for a in arches:
         builds = []
         for k in kernels:
@@ -39,7 +39,10 @@ def _arch_costs(lab: cfg.Lab, arches: list[str], kernels: list[str], cells: list
         boots = [c["timings"] for c in cells if c["arch"] == a and "ssh_s" in c["timings"]]
         ready = f"{statistics.median(t['ready_s'] for t in boots):.2f}" if boots else "-"
         ssh = f"{statistics.median(t['ssh_s'] for t in boots):.2f}" if boots else "-"
-        lines.append(f"  {a:10} {', '.join(builds) or '-':34} {userland:>12} {ready:>9} {ssh:>8}")
+        rows.append((a, ", ".join(builds) or "-", userland, ready, ssh))
+    width = max([len("kernel builds (s)")] + [len(r[1]) for r in rows])
+    lines = [f"  {'arch':10} {'kernel builds (s)':{width}} {'userland (s)':>12} {'ready (s)':>9} {'ssh (s)':>8}"]
+    lines += [f"  {a:10} {b:{width}} {u:>12} {r:>9} {s:>8}" for a, b, u, r, s in rows]
     return lines
 
 
