@@ -397,12 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="re-render the reports of a run directory from its journal")
     report.add_argument("dir")
     _baseline_option(report)
+    report.set_defaults(func=cmd_report)
 
     cmp = sub.add_parser("compare", help="what changed between two runs (exit 1 if a cell newly fails or errors)")
     cmp.add_argument("old", metavar="OLD", help="the earlier run directory")
     cmp.add_argument("new", metavar="NEW", help="the later run directory")
     cmp.set_defaults(func=cmd_compare)
-    report.set_defaults(func=cmd_report)
 
     lst = sub.add_parser("list", help="arches, kernels, testcases and what is built")
     lst.add_argument("--json", action="store_true")

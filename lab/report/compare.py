@@ -109,14 +109,17 @@ def read_run(directory: Path) -> tuple[dict, list[CellResult]]:
     journal = directory / "journal.jsonl"
     if not journal.is_file():
         raise UserError(f"{journal}: no journal here (expected a run directory written by `lab run`)")
-    meta: dict = {}
-    for name, pick in (("run.json", lambda d: d), ("results.json", lambda d: d.get("run", {}))):
-        try:
-            meta = pick(json.loads((directory / name).read_text()))
-            break
-        except (OSError, ValueError, AttributeError):
-            continue
+    meta = _json_object(directory / "run.json") or _json_object(directory / "results.json").get("run", {})
     return meta or {"run_id": directory.name, "started": "", "finished": ""}, Journal.read(journal)
+
+
+def _json_object(path: Path) -> dict:
+    """A JSON object from `path`; {} when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def compare_dirs(old_dir: Path, new_dir: Path) -> Comparison:
