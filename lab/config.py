@@ -40,6 +40,14 @@ class KernelBuild:
 
 
 @dataclass(frozen=True)
+class BrokenCompiler:
+    """Cross compiler builds known to miscompile this arch's kernel: no kernel is built with them."""
+
+    versions: tuple[str, ...]  # first lines of `<triple>-gcc --version`, exactly
+    reason: str  # what goes wrong and how it was shown, for the ERROR message
+
+
+@dataclass(frozen=True)
 class Toolchain:
     triple: str  # gcc-<triple>, CROSS_COMPILE=<triple>-
     package: str  # Debian package that provides <triple>-gcc
@@ -47,6 +55,7 @@ class Toolchain:
     # Extra ./configure arguments for the guest's sftp-server (OpenSSH), e.g. to
     # avoid a compiler bug; each with a comment in the TOML.
     openssh_configure: tuple[str, ...] = ()
+    broken: BrokenCompiler | None = None
 
 
 @dataclass(frozen=True)

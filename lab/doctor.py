@@ -11,6 +11,7 @@ from lab.config import Lab
 from lab.errors import UserError
 from lab.hostdeps import BASE_PACKAGES
 from lab.sources import resolve
+from lab.toolchain import compiler_for, known_miscompile
 
 # A tinyconfig kernel build tree is ~1.5 GB, an unpacked source tree as much again.
 MIN_FREE_BYTES = 10 << 30
@@ -22,6 +23,7 @@ class Check:
     what: str
     ok: bool
     fix: str = ""  # e.g. "apt-get install qemu-system-sparc"
+    problem: str = "MISSING"  # what a failed check is called: MISSING, or BROKEN for a known-bad tool
 
 
 def _installed(package: str) -> bool:
@@ -58,6 +60,11 @@ def checks(lab: Lab, arches: list[str], kernels: list[str]) -> list[Check]:
         arch = lab.arches[name]
         out.append(_tool(name, arch.qemu.binary, arch.qemu.package))
         out.append(_tool(name, f"{arch.toolchain.triple}-gcc", arch.toolchain.package))
+        if arch.toolchain.broken and shutil.which(f"{arch.toolchain.triple}-gcc"):
+            why = known_miscompile(arch, compiler_for(arch))
+            out.append(Check(name, why or f"{arch.toolchain.triple}-gcc is not a build known to miscompile",
+                             why is None, f"another {arch.toolchain.triple}-gcc build (configs/arches/{name}.toml)",
+                             problem="BROKEN"))
         out.append(Check(name, f"static C library ({arch.toolchain.libc_package})",
                          _installed(arch.toolchain.libc_package), f"apt-get install {arch.toolchain.libc_package}"))
     return out
@@ -66,8 +73,9 @@ def checks(lab: Lab, arches: list[str], kernels: list[str]) -> list[Check]:
 def render(results: list[Check]) -> str:
     lines = []
     for c in results:
-        mark = "ok     " if c.ok else "MISSING"
-        lines.append(f"{mark} {c.scope:10} {c.what}" + ("" if c.ok else f"  -> {c.fix}"))
-    missing = [c for c in results if not c.ok]
-    lines.append(f"\n{len(results) - len(missing)} ok, {len(missing)} missing")
+        mark = "ok" if c.ok else c.problem
+        lines.append(f"{mark:7} {c.scope:10} {c.what}" + ("" if c.ok else f"  -> {c.fix}"))
+    failed = [c.problem for c in results if not c.ok]
+    counts = [f"{failed.count(p)} {p.lower()}" for p in dict.fromkeys(["MISSING", *failed])]
+    lines.append(f"\n{len(results) - len(failed)} ok, {', '.join(counts)}")
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from lab.cache import Entry, content_key
 from lab.config import Arch, KernelSource, Lab
 from lab.errors import BuildError
 from lab.sources import resolve, source_tree
-from lab.toolchain import Compiler, compiler_for, require_tool
+from lab.toolchain import Compiler, compiler_for, known_miscompile, require_tool
 
 # Bump when the build procedure changes in a way that changes its output.
 RECIPE_VERSION = "1"
@@ -109,6 +109,9 @@ def ensure_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Progress
     require_tool("flex", "flex")
     require_tool("bison", "bison")
     compiler = compiler_for(arch)
+    # Checked before the cache too: an earlier build by such a compiler is just as broken.
+    if why := known_miscompile(arch, compiler):
+        raise BuildError(f"kernel {source.name} for {arch.name} not built: {why}")
     entry = kernel_entry(lab, arch, source)
     key = entry.key
     with entry.lock():

@@ -42,6 +42,14 @@ def compiler_for(arch: Arch) -> Compiler:
     return Compiler(triple=arch.toolchain.triple, gcc=gcc, version=_gcc_version(gcc))
 
 
+def known_miscompile(arch: Arch, compiler: Compiler) -> str | None:
+    """Why this compiler cannot build a working kernel for the arch, if the arch's TOML says so."""
+    broken = arch.toolchain.broken
+    if broken and compiler.version in broken.versions:
+        return f"{compiler.version} is known to miscompile {arch.name} kernels: {broken.reason}"
+    return None
+
+
 def qemu_binary(arch: Arch) -> str:
     return require_tool(arch.qemu.binary, arch.qemu.package)
 

@@ -87,3 +87,36 @@ def test_userland_key_takes_arch_build_arguments_only_where_there_are_any(tmp_pa
     assert userland_key(lab, pae, compiler, sources) == userland_key(lab, plain, compiler, sources)
     hardened_off = replace(plain, toolchain=replace(plain.toolchain, openssh_configure=("--without-hardening",)))
     assert userland_key(lab, hardened_off, compiler, sources) != userland_key(lab, plain, compiler, sources)
+
+
+def test_a_compiler_listed_as_broken_is_named_with_its_reason_and_others_pass():
+    from dataclasses import replace
+    from lab.config import BrokenCompiler, load_lab
+    from lab.toolchain import Compiler, known_miscompile
+    from conftest import REPO
+    arch = load_lab(REPO).arches["i386"]
+    bad = Compiler("i686-linux-gnu", "i686-linux-gnu-gcc", "i686-linux-gnu-gcc (Debian 12.2.0-14) 12.2.0")
+    good = replace(bad, version="i686-linux-gnu-gcc (Debian 12.2.0-15) 12.2.0")
+    assert known_miscompile(arch, bad) is None  # nothing listed
+    listed = replace(arch, toolchain=replace(arch.toolchain, broken=BrokenCompiler(
+        versions=(bad.version,), reason="drops the tst of a loaded pointer")))
+    assert known_miscompile(listed, bad) == (
+        "i686-linux-gnu-gcc (Debian 12.2.0-14) 12.2.0 is known to miscompile i386 kernels: "
+        "drops the tst of a loaded pointer")
+    assert known_miscompile(listed, good) is None
+
+
+def test_broken_compiler_table_is_validated(tmp_path):
+    from conftest import REPO
+    from lab.config import load_arch
+    from lab.errors import ConfigError
+    (tmp_path / "configs" / "kernel").mkdir(parents=True)
+    shutil.copy(REPO / "configs" / "kernel" / "i386.config", tmp_path / "configs" / "kernel")
+    text = (REPO / "configs" / "arches" / "i386.toml").read_text()
+    arch_toml = tmp_path / "i386.toml"
+    arch_toml.write_text(text.replace("[qemu]", '[toolchain.broken]\nversions = "gcc 12"\nreason = "x"\n\n[qemu]'))
+    with pytest.raises(ConfigError, match=r"^i386.toml.toolchain.broken.versions: expected a list of strings"):
+        load_arch(arch_toml, tmp_path)
+    arch_toml.write_text(text.replace("[qemu]", '[toolchain.broken]\nversions = ["gcc 12"]\n\n[qemu]'))
+    with pytest.raises(ConfigError, match=r"^i386.toml.toolchain.broken: missing required field 'reason'"):
+        load_arch(arch_toml, tmp_path)

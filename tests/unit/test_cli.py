@@ -105,6 +105,21 @@ def test_doctor_names_what_is_missing_and_the_package(fake_host, capsys):
     assert "ok      host       kernel 6.1: " in out
 
 
+def test_a_compiler_known_to_miscompile_is_named_by_doctor_and_builds_nothing(fake_host, isolated_cache, capsys):
+    toml = fake_host / "configs/arches/i386-pae.toml"
+    toml.write_text(toml.read_text().replace(
+        "[qemu]", '[toolchain.broken]\nversions = ["fake 1.0"]\nreason = "deletes tst"\n\n[qemu]'))
+    assert main(["doctor", "--arch", "i386-pae", "--kernel", "6.1"]) == 1
+    out = capsys.readouterr().out
+    assert ("BROKEN  i386-pae   fake 1.0 is known to miscompile i386-pae kernels: deletes tst"
+            "  -> another i686-linux-gnu-gcc build (configs/arches/i386-pae.toml)") in out
+    assert out.rstrip().endswith("ok, 0 missing, 1 broken")
+    assert main(["kernels", "build", "--arch", "i386-pae", "--kernel", "6.1"]) == 2
+    err = capsys.readouterr().err
+    assert "kernel 6.1 for i386-pae not built: fake 1.0 is known to miscompile i386-pae kernels: deletes tst" in err
+    assert not list(isolated_cache.glob("kernel*/*")), "a kernel source was unpacked or a build started"
+
+
 def test_a_failed_testcase_build_keeps_its_log(fake_host, tmp_path, monkeypatch):
     from lab.config import load_lab
     from lab.errors import BuildError
