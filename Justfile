@@ -21,5 +21,5 @@ setup:
     {{python}} -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # Screenshot a run's matrix.html with headless Chromium (docs/matrix.png is made this way).
-screenshot DIR OUT="docs/matrix.png" SIZE="1600x1000": setup
+screenshot DIR OUT="docs/matrix.png" SIZE="2250x950": setup
     {{python}} -m lab.report.browser {{DIR}}/matrix.html {{OUT}} --size {{SIZE}}
