@@ -19,8 +19,9 @@ from pathlib import Path
 
 from lab import config as cfg
 from lab import doctor, shard
+from lab.apt import SOURCE, resolve
 from lab.errors import InfraError, LabError, UserError
-from lab.images import built_image, ensure_image, planned_initrd
+from lab.images import built_image, ensure_image, planned_initrd, resolved_sources
 from lab.kernels import ensure_kernel, kernel_entry
 from lab.progress import Progress
 from lab.qemu import ACCELERATORS, kill_all, qemu_argv, running
@@ -54,10 +55,12 @@ def _selection(lab: cfg.Lab, args) -> tuple[list[str], list[str], list[str]]:
 
 
 def _check_host(lab: cfg.Lab, arches: list[str]) -> None:
-    """Fail before any work if a QEMU or compiler is missing (exit 2, naming the package)."""
+    """Fail before any work if a QEMU or compiler is missing (exit 2, naming the package),
+    or if a pinned guest source package is not in apt's lists (naming the pin)."""
     for name in arches:
         qemu_binary(lab.arches[name])
         compiler_for(lab.arches[name])
+    resolved_sources(lab)
 
 
 def _out_dir(requested: str | None) -> Path:
@@ -256,6 +259,7 @@ def cmd_list(args) -> int:
         "arches": {n: {"description": a.description, "qemu": a.qemu.binary, "toolchain": a.toolchain.triple,
                        "built": built[n]} for n, a in lab.arches.items()},
         "kernels": {n: {"tarball": k.tarball, "package": k.package} for n, k in lab.kernels.items()},
+        "guest_sources": _guest_sources(lab),
         "testcases": {n: {"description": t.description, "timeout_s": t.timeout_s, "needs": list(t.needs),
                           "kind": t.kind,
                           "params": {p.name: {"type": p.type, "default": p.default, "description": p.description}
@@ -273,6 +277,9 @@ def cmd_list(args) -> int:
             print(f"  {'':12}   kernel {k}: {path or 'not built'}")
         for t, path in a["built"]["testcases"].items():
             print(f"  {'':12}   testcase {t}: {path or 'not built'}")
+    print("guest sources (Debian source packages of the guest image, as pinned in configs/lab.toml):")
+    for n, g in data["guest_sources"].items():
+        print(f"  {n:12} {g['version'] or g['problem']} (pinned: {g['pin']})")
     print("kernels:")
     for n, k in data["kernels"].items():
         print(f"  {n:12} {k['tarball']} (Debian package {k['package']})")
@@ -282,6 +289,20 @@ def cmd_list(args) -> int:
         for p, spec in t["params"].items():
             print(f"  {'':12}   --param {p}=<{spec['type']}> (default {spec['default']}): {spec['description']}")
     return 0
+
+
+def _guest_sources(lab: cfg.Lab) -> dict[str, dict]:
+    """Each guest source package: its pin, the version it resolves to now, or why it does not."""
+    out = {}
+    for name, pin in lab.guest_sources.items():
+        entry = {"pin": str(pin), "version": None, "suite": None, "problem": None}
+        try:
+            offer = resolve(pin, SOURCE)
+            entry.update(version=offer.version, suite=offer.suite)
+        except UserError as exc:
+            entry["problem"] = str(exc)
+        out[name] = entry
+    return out
 
 
 def cmd_doctor(args) -> int:

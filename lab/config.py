@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -98,6 +99,34 @@ class Arch:
 
 
 @dataclass(frozen=True)
+class AptPin:
+    """A Debian package pinned to a suite of apt's sources, optionally to one exact version there."""
+
+    package: str
+    suite: str | None = None  # e.g. bookworm, bookworm-security, bookworm-backports
+    version: str | None = None  # exact Debian version, e.g. 1:9.2p1-2+deb12u10
+    where: str = field(default="", compare=False)  # the config field it came from, for messages
+
+    def __str__(self) -> str:
+        asked = f"{self.package}={self.version}" if self.version else self.package
+        return f"{asked} from {self.suite}" if self.suite else asked
+
+
+# The Debian source packages the guest image (lab/images.py) is built from: each
+# must be pinned in configs/lab.toml [guest_sources], so two machines with the
+# same commit build the same guest and no package floats to another suite.
+GUEST_SOURCE_PACKAGES = ("busybox", "dropbear", "openssh")
+
+
+@dataclass(frozen=True)
+class GuestSource:
+    """[guest_sources.<package>] in configs/lab.toml."""
+
+    suite: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
 class KernelSource:
     """Where a kernel's source comes from: exactly one of debian_package, tarball, git."""
 
@@ -112,6 +141,13 @@ class KernelSource:
     ref: str = "HEAD"
     # Arches this kernel is in the default plan for (empty: all); --kernel overrides.
     arches: tuple[str, ...] = ()
+
+    @property
+    def apt_pin(self) -> AptPin | None:
+        """The archive version this source is fetched as (suite or version given), else None."""
+        if not (self.debian_package and (self.suite or self.version)):
+            return None
+        return AptPin(self.debian_package, self.suite, self.version, where=f"configs/lab.toml: kernels.{self.name}")
 
     @property
     def package(self) -> str:
@@ -193,6 +229,7 @@ class Lab:
     testcases: typing.Mapping[str, Testcase]
     plan: Plan
     expectations: tuple[Expectation, ...] = ()
+    guest_sources: typing.Mapping[str, AptPin] = field(default_factory=dict)  # package -> pin
 
     def expectation(self, arch: str, kernel: str, testcase: str) -> Expectation | None:
         return next((e for e in self.expectations if e.applies(arch, kernel, testcase)), None)
@@ -323,6 +360,8 @@ def _kernel_source(name: str, table: dict, where: str) -> KernelSource:
         raise ConfigError(f"{where}: give suite or version, not both")
     if "ref" in table and not source.git:
         raise ConfigError(f"{where}: ref goes with git")
+    if source.apt_pin:
+        _checked_pin(dataclasses.replace(source.apt_pin, where=where))
     return source
 
 
@@ -332,9 +371,9 @@ def load_lab(root: Path | None = None) -> Lab:
     lab_toml = root / "configs" / "lab.toml"
     where = _rel(lab_toml, root)
     data = _read_toml(lab_toml, root)
-    unknown = sorted(set(data) - {"plan", "kernels", "expect"})
+    unknown = sorted(set(data) - {"plan", "kernels", "expect", "guest_sources"})
     if unknown:
-        raise ConfigError(f"{where}: unknown table '{unknown[0]}' (allowed: plan, kernels, expect)")
+        raise ConfigError(f"{where}: unknown table '{unknown[0]}' (allowed: plan, kernels, expect, guest_sources)")
     kernels_table = data.get("kernels", {})
     if not isinstance(kernels_table, dict):
         raise ConfigError(f"{where}: [kernels] must be a table of kernel names")
@@ -360,7 +399,41 @@ def load_lab(root: Path | None = None) -> Lab:
     expectations = tuple(_expectation(t, f"{where}: expect[{i}]", arches, kernels, testcases)
                          for i, t in enumerate(expect_tables))
     return Lab(root=root, arches=arches, kernels=kernels, testcases=testcases, plan=plan,
-               expectations=expectations)
+               expectations=expectations, guest_sources=_guest_sources(data.get("guest_sources"), where))
+
+
+def _guest_sources(table, where: str) -> dict[str, AptPin]:
+    """[guest_sources]: one pin per package of GUEST_SOURCE_PACKAGES, no more, no fewer."""
+    example = 'e.g. [guest_sources.openssh] suite = "bookworm"'
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [guest_sources] is missing: pin each of {', '.join(GUEST_SOURCE_PACKAGES)} "
+                          f"to a suite ({example})")
+    for name in table:
+        if name not in GUEST_SOURCE_PACKAGES:
+            raise ConfigError(f"{where}: guest_sources.{name}: not a package the guest image is built from "
+                              f"(allowed: {', '.join(GUEST_SOURCE_PACKAGES)})")
+    pins = {}
+    for name in GUEST_SOURCE_PACKAGES:
+        if name not in table:
+            raise ConfigError(f"{where}: guest_sources.{name} is missing: every source package of the guest "
+                              f"image is pinned to a suite ({example})")
+        spec = _convert(table[name], GuestSource, f"{where}: guest_sources.{name}")
+        pins[name] = _checked_pin(AptPin(name, spec.suite, spec.version, where=f"{where}: guest_sources.{name}"))
+    return pins
+
+
+# What apt calls a suite and a Debian version; anything else (spaces, newlines, '/')
+# would end up in apt's sources file or on its command line as something else.
+_SUITE = re.compile(r"[a-z0-9][a-z0-9.+-]*")
+_DEBIAN_VERSION = re.compile(r"([0-9]+:)?[0-9][A-Za-z0-9.+~-]*")
+
+
+def _checked_pin(pin: AptPin) -> AptPin:
+    if pin.suite is not None and not _SUITE.fullmatch(pin.suite):
+        raise ConfigError(f"{pin.where}.suite: {pin.suite!r} is not a Debian suite name (e.g. bookworm, bookworm-security)")
+    if pin.version is not None and not _DEBIAN_VERSION.fullmatch(pin.version):
+        raise ConfigError(f"{pin.where}.version: {pin.version!r} is not a Debian version (e.g. 1:9.2p1-2+deb12u10)")
+    return pin
 
 
 def _expectation(table, where: str, arches, kernels, testcases) -> Expectation:

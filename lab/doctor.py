@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from lab import apt
 from lab.cache import cache_root
 from lab.config import Lab
 from lab.errors import UserError
@@ -38,10 +39,12 @@ def _tool(scope: str, binary: str, package: str) -> Check:
 
 def checks(lab: Lab, arches: list[str], kernels: list[str]) -> list[Check]:
     out = [Check("host", f"package {p}", _installed(p), f"apt-get install {p}") for p in BASE_PACKAGES]
-    src = subprocess.run(["apt-cache", "showsrc", "busybox"], capture_output=True, text=True,
-                         stdin=subprocess.DEVNULL, check=False).stdout
-    out.append(Check("host", "deb-src entries (guest userland is built from Debian sources)",
-                     "Package: busybox" in src, "./just setup"))
+    for pin in lab.guest_sources.values():
+        try:
+            offer = apt.resolve(pin, apt.SOURCE)
+            out.append(Check("host", f"guest source {pin.package} {offer} (pinned: {pin})", True))
+        except UserError as exc:
+            out.append(Check("host", str(exc), False, "./just setup (or fix configs/lab.toml)"))
     cache = cache_root()
     cache.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(cache).free

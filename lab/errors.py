@@ -13,6 +13,10 @@ class ConfigError(UserError):
     """A config or testcase file is malformed; the message names file and field."""
 
 
+class PinError(ConfigError):
+    """A pinned Debian package cannot be had as pinned (suite not configured, version gone)."""
+
+
 class MissingToolError(UserError):
     """A host program or file is missing; the message names the Debian package."""
 
@@ -27,6 +31,10 @@ class InfraError(LabError):
 
 class BuildError(InfraError):
     """A kernel, image or testcase build failed; the message names log and first error."""
+
+
+class ArchiveError(BuildError):
+    """Debian's archive kept failing (5xx, timeouts, resets) while fetching a pinned package."""
 
 
 class BootError(InfraError):

@@ -1,10 +1,12 @@
 """What a host needs for the lab's configs: Debian packages and apt sources.
 
 `python3 -m lab.hostdeps packages` prints the packages; `python3 -m lab.hostdeps
-sources` prints the apt sources (deb822) to add: deb-src twins of the host's own
-deb entries (busybox, dropbear and openssh are built from source packages), and
-entries for extra suites that kernels fetch from (e.g. bookworm-backports), on
-the host's own mirrors. Standard library only: setup runs it before the venv exists.
+sources` prints the apt sources (deb822) to add, on the host's own mirrors: a
+deb-src entry for each suite that configs/lab.toml pins a guest source package to
+(busybox, dropbear, openssh), and a deb entry for each suite a kernel package is
+fetched from (e.g. bookworm-backports), and nothing else, so that no package
+floats to a suite nobody asked for. Standard library only: setup runs it before
+the venv exists.
 """
 
 from __future__ import annotations
@@ -29,13 +31,17 @@ def packages(lab: Lab) -> list[str]:
     wanted = list(BASE_PACKAGES)
     for arch in lab.arches.values():
         wanted += [arch.qemu.package, arch.toolchain.package, arch.toolchain.libc_package]
-    wanted += [k.debian_package for k in lab.kernels.values()
-               if k.debian_package and not (k.suite or k.version)]
+    wanted += [k.debian_package for k in lab.kernels.values() if k.debian_package and not k.apt_pin]
     return list(dict.fromkeys(wanted))
 
 
-def extra_suites(lab: Lab) -> list[str]:
-    return list(dict.fromkeys(k.suite for k in lab.kernels.values() if k.suite))
+def wanted_entries(lab: Lab) -> dict[str, list[str]]:
+    """The apt entries the configs need, by type: deb-src for the suites guest sources are pinned to,
+    deb for the suites kernel packages are fetched from. Nothing else: no suite floats in."""
+    return {
+        "deb-src": list(dict.fromkeys(p.suite for p in lab.guest_sources.values() if p.suite)),
+        "deb": list(dict.fromkeys(k.apt_pin.suite for k in lab.kernels.values() if k.apt_pin and k.apt_pin.suite)),
+    }
 
 
 def _stanzas(text: str) -> list[dict[str, str]]:
@@ -66,32 +72,36 @@ def _one_line_entries(text: str) -> list[dict[str, str]]:
     return out
 
 
-def apt_sources(existing: list[dict[str, str]], suites: list[str]) -> str:
-    """deb822 text with deb-src twins of `existing` deb entries and entries for `suites`."""
+def apt_sources(existing: list[dict[str, str]], wanted: dict[str, list[str]]) -> str:
+    """deb822 text with an entry for each wanted (type, suite) the host's own entries lack.
+
+    Each is modelled on the host's deb entry for that suite, or for its release
+    (bookworm-backports lives on bookworm's mirror).
+    """
     debs = [s for s in existing if "deb" in s.get("Types", "").split() and s.get("Enabled", "yes") != "no"]
-    have = {(suite, t) for s in existing for suite in s.get("Suites", "").split() for t in s.get("Types", "").split()}
+    have = {(suite, t) for s in existing if s.get("Enabled", "yes") != "no"
+            for suite in s.get("Suites", "").split() for t in s.get("Types", "").split()}
     out = []
-
-    def stanza(types: str, base: dict[str, str], suite_list: str) -> str:
-        lines = [f"Types: {types}", f"URIs: {base['URIs']}", f"Suites: {suite_list}",
-                 f"Components: {base.get('Components', 'main')}"]
-        if "Signed-By" in base:
-            lines.append(f"Signed-By: {base['Signed-By']}")
-        return "\n".join(lines)
-
-    for s in debs:
-        missing_src = [x for x in s.get("Suites", "").split() if (x, "deb-src") not in have]
-        if missing_src:
-            out.append(stanza("deb-src", s, " ".join(missing_src)))
-    for suite in suites:
-        if (suite, "deb") in have:
-            continue
-        release = suite.split("-")[0]  # bookworm-backports lives beside bookworm
-        base = next((s for s in debs if release in s.get("Suites", "").split()), None)
-        if base is None:
-            raise SystemExit(f"hostdeps: no apt entry for '{release}' to model '{suite}' on")
-        out.append(stanza("deb deb-src", base, suite))
+    for kind, suites in wanted.items():
+        for suite in suites:
+            if (suite, kind) in have:
+                continue
+            base = _mirror_of(debs, suite)
+            lines = [f"Types: {kind}", f"URIs: {base['URIs']}", f"Suites: {suite}",
+                     f"Components: {base.get('Components', 'main')}"]
+            if "Signed-By" in base:
+                lines.append(f"Signed-By: {base['Signed-By']}")
+            out.append("\n".join(lines))
     return "\n\n".join(out) + ("\n" if out else "")
+
+
+def _mirror_of(debs: list[dict[str, str]], suite: str) -> dict[str, str]:
+    release = suite.split("-")[0]
+    for wanted in (suite, release):
+        for entry in debs:
+            if wanted in entry.get("Suites", "").split():
+                return entry
+    raise SystemExit(f"hostdeps: no apt entry for '{suite}' or '{release}' to model '{suite}' on")
 
 
 def host_sources(apt_dir: Path = Path("/etc/apt")) -> list[dict[str, str]]:
@@ -111,7 +121,7 @@ def main(argv: list[str]) -> int:
     if argv == ["packages"]:
         print(" ".join(packages(lab)))
     elif argv == ["sources"]:
-        sys.stdout.write(apt_sources(host_sources(), extra_suites(lab)))
+        sys.stdout.write(apt_sources(host_sources(), wanted_entries(lab)))
     else:
         print("usage: python3 -m lab.hostdeps packages|sources", file=sys.stderr)
         return 2

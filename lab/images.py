@@ -1,6 +1,6 @@
 """Guest images: an initramfs of busybox, dropbear and sftp-server, built from Debian sources.
 
-The base image is cached per arch by content hash (Debian source versions,
+The base image is cached per arch by content hash (the pinned Debian source versions,
 the recipe in images/, the cross compiler). Per-lab data (the client's public
 key) goes into a second, tiny cpio archive appended to it: the kernel unpacks
 concatenated gzip cpio archives in order, so the base never has to be rebuilt.
@@ -17,17 +17,17 @@ from pathlib import Path
 
 from lab.buildlog import jobs, run_logged
 from lab.cache import Entry, content_key
-from lab.config import Arch, Lab
+from lab.apt import SOURCE, Offer, SourcePackage, resolve, source_package
+from lab.config import GUEST_SOURCE_PACKAGES, Arch, Lab
 from lab.cpio import CpioWriter
 from lab.errors import BuildError
 from lab.kernels import Progress
-from lab.toolchain import Compiler, compiler_for, debian_source, require_tool, source_identity
+from lab.toolchain import Compiler, compiler_for, require_tool
 
 RECIPE_VERSION = "1"
 # Inputs of the cross-built binaries, and of the (cheap) image assembly around them.
 USERLAND_FILES = ("dropbear_localoptions.h",)
 ASSEMBLY_FILES = ("init", "passwd", "group", "shells")
-SOURCE_PACKAGES = ("busybox", "dropbear", "openssh")
 HOST_KEY_PATH = "/etc/dropbear/dropbear_ed25519_host_key"
 
 
@@ -37,13 +37,17 @@ class ImageArtifact:
     key: str
     initramfs: Path
     host_key: str  # "ssh-ed25519 AAAA...": the only key the lab accepts from this guest
+    sources: dict[str, str]  # source package -> "version (suite)" it was built from
 
 
-def userland_key(lab: Lab, arch: Arch, compiler: Compiler, sources: dict[str, Path]) -> str:
+Sources = dict[str, SourcePackage]  # the guest's source packages, as pinned in configs/lab.toml
+
+
+def userland_key(lab: Lab, arch: Arch, compiler: Compiler, sources: Sources) -> str:
     parts = [
         RECIPE_VERSION,
         *((lab.images_dir / name).read_bytes() for name in USERLAND_FILES),
-        *(source_identity(sources[pkg]) for pkg in SOURCE_PACKAGES),
+        *(sources[pkg].identity for pkg in GUEST_SOURCE_PACKAGES),
         compiler.version,
     ]
     # Arch-specific build arguments are part of the key when there are any; arches
@@ -53,16 +57,21 @@ def userland_key(lab: Lab, arch: Arch, compiler: Compiler, sources: dict[str, Pa
     return content_key(*parts)
 
 
-def image_key(lab: Lab, arch: Arch, compiler: Compiler, sources: dict[str, Path]) -> str:
+def image_key(lab: Lab, arch: Arch, compiler: Compiler, sources: Sources) -> str:
     return content_key(userland_key(lab, arch, compiler, sources),
                        *((lab.images_dir / name).read_bytes() for name in ASSEMBLY_FILES))
+
+
+def resolved_sources(lab: Lab) -> dict[str, Offer]:
+    """The exact version each pinned guest source package resolves to (apt's lists only; PinError if none)."""
+    return {pkg: resolve(lab.guest_sources[pkg], SOURCE) for pkg in GUEST_SOURCE_PACKAGES}
 
 
 def ensure_image(lab: Lab, arch: Arch, progress: Progress = lambda _: None) -> ImageArtifact:
     compiler = compiler_for(arch)
     require_tool("dropbearkey", "dropbear-bin")
     require_tool("make", "make")
-    sources = {pkg: debian_source(pkg) for pkg in SOURCE_PACKAGES}
+    sources = {pkg: source_package(lab.guest_sources[pkg]) for pkg in GUEST_SOURCE_PACKAGES}
     key = image_key(lab, arch, compiler, sources)
     entry = Entry("images", key)
     with entry.lock():
@@ -70,10 +79,11 @@ def ensure_image(lab: Lab, arch: Arch, progress: Progress = lambda _: None) -> I
             userland = _ensure_userland(lab, arch, compiler, sources, progress)
             _assemble(lab, arch, userland, entry)
     return ImageArtifact(arch=arch.name, key=key, initramfs=entry.path / "initramfs.cpio.gz",
-                         host_key=(entry.path / "host_key.pub").read_text().strip())
+                         host_key=(entry.path / "host_key.pub").read_text().strip(),
+                         sources={pkg: str(src.offer) for pkg, src in sources.items()})
 
 
-def _ensure_userland(lab: Lab, arch: Arch, compiler: Compiler, sources: dict[str, Path],
+def _ensure_userland(lab: Lab, arch: Arch, compiler: Compiler, sources: Sources,
                      progress: Progress) -> Path:
     """busybox, dropbear and sftp-server for this compiler: the slow part, cached on its own."""
     entry = Entry("userland", userland_key(lab, arch, compiler, sources))
@@ -85,9 +95,9 @@ def _ensure_userland(lab: Lab, arch: Arch, compiler: Compiler, sources: dict[str
         started = time.monotonic()
         progress(f"building guest userland for {arch.name} (log: {log})")
         with entry.building() as work:
-            busybox, applets = _build_busybox(sources["busybox"], work / "busybox", compiler, log)
-            dropbear = _build_dropbear(lab, sources["dropbear"], work / "dropbear", compiler, log)
-            sftp_server = _build_sftp_server(sources["openssh"], work / "openssh", compiler, log,
+            busybox, applets = _build_busybox(sources["busybox"].path, work / "busybox", compiler, log)
+            dropbear = _build_dropbear(lab, sources["dropbear"].path, work / "dropbear", compiler, log)
+            sftp_server = _build_sftp_server(sources["openssh"].path, work / "openssh", compiler, log,
                                              arch.toolchain.openssh_configure)
             result = work / "result"
             result.mkdir()
@@ -98,7 +108,7 @@ def _ensure_userland(lab: Lab, arch: Arch, compiler: Compiler, sources: dict[str
             shutil.move(log, result / "build.log")
             seconds = round(time.monotonic() - started, 1)
             entry.publish(result, {"arch": arch.name, "compiler": compiler.version, "seconds": seconds,
-                                   "sources": {pkg: sources[pkg].name for pkg in SOURCE_PACKAGES}})
+                                   "sources": {pkg: str(src.offer) for pkg, src in sources.items()}})
         progress(f"built guest userland for {arch.name} in {seconds} s")
         return entry.path
 
@@ -191,10 +201,9 @@ def _boot_initrd_entry(image_key_: str, client_public_key: str) -> Entry:
 
 def _known_image_key(lab: Lab, arch: Arch) -> str | None:
     """The image key of `arch` without fetching or building anything; None before sources are fetched."""
-    sources = {pkg: debian_source(pkg, fetch=False) for pkg in SOURCE_PACKAGES}
-    if None in sources.values():
-        return None
-    return image_key(lab, arch, compiler_for(arch), sources)
+    fetched = {pkg: source_package(lab.guest_sources[pkg], allow_fetch=False) for pkg in GUEST_SOURCE_PACKAGES}
+    sources = {pkg: src for pkg, src in fetched.items() if src}
+    return image_key(lab, arch, compiler_for(arch), sources) if len(sources) == len(fetched) else None
 
 
 def planned_initrd(lab: Lab, arch: Arch, client_public_key: str) -> Path | None:

@@ -104,6 +104,7 @@ def prepare(lab: Lab, jobs: list[Job], progress: Progress) -> dict[str, Artifact
         if image:
             art.initrd, art.host_key = boot_initrd(image, public_key), image.host_key
             art.provenance["image_key"] = image.key
+            art.provenance.update({f"guest_source_{pkg}": offer for pkg, offer in image.sources.items()})
         for case in job.testcases:
             if (arch.name, case.name) not in binaries:
                 binaries[arch.name, case.name] = _attempt(lambda: ensure_testcase(lab, arch, case), progress)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from lab import apt
 from lab.buildlog import run_logged
 from lab.cache import Entry, content_key, file_digest
 from lab.config import KernelSource
@@ -39,22 +40,6 @@ def _installed_tarball(source: KernelSource) -> Path:
     return path
 
 
-def _apt_version(source: KernelSource) -> str:
-    """The version to fetch: as declared, or the newest the declared suite offers (apt's local lists)."""
-    if source.version:
-        return source.version
-    out = subprocess.run(["apt-cache", "madison", source.debian_package], capture_output=True, text=True,
-                         stdin=subprocess.DEVNULL, check=False).stdout
-    # "pkg | version | URI suite/component arch Packages", newest first
-    for line in out.splitlines():
-        parts = [p.strip() for p in line.split("|")]
-        where = parts[2].split() if len(parts) >= 3 else []
-        if len(where) >= 3 and where[-1] == "Packages" and where[1].split("/")[0] == source.suite:
-            return parts[1]
-    raise UserError(f"kernel {source.name}: {source.debian_package} is not offered by suite '{source.suite}' "
-                    f"(is {source.suite} in the apt sources? ./just setup adds the suites configs/lab.toml names)")
-
-
 def _git_commit(source: KernelSource) -> str:
     require_tool("git", "git")
     proc = subprocess.run(["git", "-C", source.git, "rev-parse", "--verify", f"{source.ref}^{{commit}}"],
@@ -74,9 +59,9 @@ def resolve(source: KernelSource) -> ResolvedSource:
     if source.git:
         commit = _git_commit(source)
         return ResolvedSource(f"git:{commit}", f"{source.git} {commit[:12]}", commit)
-    if source.debian_package and (source.suite or source.version):
-        version = _apt_version(source)
-        return ResolvedSource(f"deb:{source.debian_package}={version}", f"{source.debian_package} {version}", version)
+    if source.apt_pin:
+        offer = apt.resolve(source.apt_pin, apt.BINARY)
+        return ResolvedSource(f"deb:{offer.package}={offer.version}", f"{offer.package} {offer}", offer.version)
     tarball = _installed_tarball(source)
     description = str(tarball)
     if source.debian_package:
@@ -115,13 +100,11 @@ def _unpack(source: KernelSource, pinned: str, work: Path, log: Path) -> None:
         if git.returncode or tar.returncode:
             raise BuildError(f"{what}: git archive {commit[:12]} | tar failed (log: {log})")
         return
-    if source.debian_package and (source.suite or source.version):
-        version = pinned
+    if source.apt_pin:
         debs = work.parent / f"{work.name}-deb"
         debs.mkdir(exist_ok=True)
         try:
-            run_logged(["apt-get", "download", "-q", f"{source.debian_package}={version}"], log, cwd=debs,
-                       what=f"apt-get download {source.debian_package}={version}")
+            apt.fetch(source.apt_pin, apt.BINARY, debs, log)
             (deb,) = debs.glob("*.deb")
             run_logged(["dpkg-deb", "-x", str(deb), str(debs / "root")], log, what=f"unpacking {deb.name}")
             tarball = debs / "root" / "usr" / "src" / f"{source.debian_package}.tar.xz"

@@ -1,4 +1,4 @@
-"""Host tools: cross compilers, QEMU binaries and Debian source packages."""
+"""Host tools: cross compilers and QEMU binaries."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ import functools
 import shutil
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
-from lab.cache import Entry, content_key
 from lab.config import Arch
-from lab.errors import BuildError, MissingToolError
+from lab.errors import MissingToolError
 
 
 def require_tool(binary: str, package: str) -> str:
@@ -52,44 +50,6 @@ def known_miscompile(arch: Arch, compiler: Compiler) -> str | None:
 
 def qemu_binary(arch: Arch) -> str:
     return require_tool(arch.qemu.binary, arch.qemu.package)
-
-
-def debian_source(package: str, fetch: bool = True) -> Path | None:
-    """The unpacked Debian source of `package` (apt-get source), fetched once into the cache.
-
-    Returns the source directory; its .dsc sits beside it and names the exact version.
-    With fetch=False, returns None instead of fetching.
-    """
-    entry = Entry("debian-sources", package)
-    meta = entry.meta()
-    if meta:
-        return entry.path / meta["dir"]
-    if not fetch:
-        return None
-    require_tool("dpkg-source", "dpkg-dev")
-    with entry.lock():
-        meta = entry.meta()
-        if meta:
-            return entry.path / meta["dir"]
-        with entry.building() as work:
-            proc = subprocess.run(["apt-get", "source", "--only-source", "-q", package], cwd=work,
-                                  capture_output=True, text=True, stdin=subprocess.DEVNULL)
-            if proc.returncode != 0:
-                last = (proc.stderr.strip().splitlines() or ["apt-get source failed"])[-1]
-                raise BuildError(f"apt-get source {package} failed: {last} "
-                                 "(are deb-src entries configured? ./just setup adds them)")
-            dirs = [p.name for p in work.iterdir() if p.is_dir()]
-            dscs = sorted(p.name for p in work.glob("*.dsc"))
-            if len(dirs) != 1 or not dscs:
-                raise BuildError(f"apt-get source {package}: unexpected result {sorted(dirs)} {dscs}")
-            entry.publish(work, {"dir": dirs[0], "dsc": dscs[0]})
-        return entry.path / dirs[0]
-
-
-def source_identity(source_dir: Path) -> str:
-    """A key for an unpacked Debian source: the content of its .dsc (names every file's hash)."""
-    dscs = sorted(source_dir.parent.glob("*.dsc"))
-    return content_key(*(p.read_bytes() for p in dscs))
 
 
 @functools.cache

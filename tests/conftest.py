@@ -1,5 +1,7 @@
+import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,55 @@ def qemu_processes() -> list[str]:
         if cmd and os.path.basename(cmd[0].decode(errors="replace")).startswith("qemu-system-"):
             found.append(" ".join(c.decode(errors="replace") for c in cmd))
     return found
+
+
+FAKE_APT = Path(__file__).resolve().parent / "unit" / "data" / "fake_apt.py"
+# What the fake archive offers by default: each guest source in the suite configs/lab.toml pins,
+# and a newer openssh in a suite nobody pinned (it must never be picked).
+DEFAULT_OFFERS = [
+    ["busybox", "1:1.35.0-4+deb12u1", "bookworm", "Sources"],
+    ["dropbear", "2022.83-1+deb12u3", "bookworm", "Sources"],
+    ["dropbear", "2022.83-1+deb12u1", "bookworm", "Sources"],
+    ["openssh", "1:9.2p1-2+deb12u10", "bookworm", "Sources"],
+    ["openssh", "1:10.0p1-7~bpo12+1", "bookworm-backports", "Sources"],
+    ["linux-source-6.12", "6.12.95-1~bpo12+1", "bookworm-backports", "Packages"],
+]
+
+
+class FakeApt:
+    """The state behind the fake apt-cache/apt-get (tests/unit/data/fake_apt.py)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.write(offers=DEFAULT_OFFERS, configured=[["bookworm", "deb-src"], ["bookworm-backports", "deb"]],
+                   fetch=[])
+
+    def write(self, **fields) -> None:
+        state = json.loads(self.path.read_text()) if self.path.exists() else {}
+        state.update(fields)
+        self.path.write_text(json.dumps(state))
+
+    @property
+    def calls(self) -> list[str]:
+        return json.loads(self.path.read_text()).get("calls", [])
+
+
+@pytest.fixture
+def fake_apt(tmp_path, monkeypatch) -> FakeApt:
+    """apt-cache and apt-get on PATH answering from a JSON state; apt's resolutions forgotten around it."""
+    from lab import apt, sources
+    bindir = tmp_path / "apt-bin"
+    bindir.mkdir()
+    for tool in ("apt-cache", "apt-get"):
+        (bindir / tool).write_text(f"#!{sys.executable}\nimport runpy\nrunpy.run_path({str(FAKE_APT)!r}, "
+                                   f"init_globals={{'TOOL': {tool!r}}}, run_name='__main__')\n")
+        (bindir / tool).chmod(0o755)
+    state = FakeApt(tmp_path / "apt-state.json")
+    monkeypatch.setenv("FAKE_APT_STATE", str(state.path))
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setattr(apt, "RETRY_PAUSES_S", (0.01, 0.01))
+    apt.resolve.cache_clear()
+    sources.resolve.cache_clear()
+    yield state
+    apt.resolve.cache_clear()
+    sources.resolve.cache_clear()

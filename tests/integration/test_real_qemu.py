@@ -20,7 +20,7 @@ import pytest
 from lab.config import load_lab
 from lab.console import BootState
 from lab.errors import SshError
-from lab.images import ensure_image
+from lab.images import ensure_image, resolved_sources
 from lab.qemu import QemuProcess, qemu_argv
 from lab.remote import Remote, wait_for_banner
 from lab.results import Journal
@@ -73,6 +73,11 @@ def test_swp_exclusive_fails_on_61_and_passes_on_612(artifacts, tmp_path):
         assert "self-check: fork after pageout makes the write fault copy the page" in cell["stdout"]
         assert cell["kernel_messages"] == []
         assert 0 < cell["timings"]["ready_s"] < cell["timings"]["ssh_s"] < cell["timings"]["test_done_s"]
+    # The guest userland's pinned sources, exactly as resolved from apt's lists, on every cell.
+    for pkg, offer in resolved_sources(LAB).items():
+        assert offer.suite == LAB.guest_sources[pkg].suite
+        for cell in cells.values():
+            assert cell["provenance"][f"guest_source_{pkg}"] == f"{offer.version} ({offer.suite})"
     assert cells["6.1"]["kernel_version"].startswith("6.1.")
     assert cells["6.12"]["kernel_version"].startswith("6.12.")
     assert "| swp_exclusive | XFAIL          | PASS            |" in proc.stdout

@@ -80,13 +80,34 @@ def test_userland_key_takes_arch_build_arguments_only_where_there_are_any(tmp_pa
     from conftest import REPO
     lab = load_lab(REPO)
     compiler = Compiler("i686-linux-gnu", "i686-linux-gnu-gcc", "gcc 12")
-    for pkg in ("busybox", "dropbear", "openssh"):
-        (tmp_path / pkg).mkdir()
-    sources = {pkg: tmp_path / pkg for pkg in ("busybox", "dropbear", "openssh")}
+    sources = {pkg: _source_package(tmp_path, pkg, "1.0-1") for pkg in ("busybox", "dropbear", "openssh")}
     pae, plain = lab.arches["i386-pae"], lab.arches["i386"]
     assert userland_key(lab, pae, compiler, sources) == userland_key(lab, plain, compiler, sources)
     hardened_off = replace(plain, toolchain=replace(plain.toolchain, openssh_configure=("--without-hardening",)))
     assert userland_key(lab, hardened_off, compiler, sources) != userland_key(lab, plain, compiler, sources)
+
+
+def _source_package(tmp_path, package, version):
+    from lab.apt import Offer, SourcePackage
+    where = tmp_path / f"{package}-{version}"
+    (where / package).mkdir(parents=True)
+    (where / f"{package}_{version}.dsc").write_text(f"Source: {package}\nVersion: {version}\n")
+    return SourcePackage(Offer(package, version, "bookworm"), where / package, where / f"{package}_{version}.dsc")
+
+
+def test_another_source_version_is_another_userland_and_image(tmp_path):
+    """A pin that resolves to another version never reuses what the old version built."""
+    from lab.config import load_lab
+    from lab.images import image_key, userland_key
+    from lab.toolchain import Compiler
+    from conftest import REPO
+    lab = load_lab(REPO)
+    compiler = Compiler("i686-linux-gnu", "i686-linux-gnu-gcc", "gcc 12")
+    arch = lab.arches["i386"]
+    sources = {pkg: _source_package(tmp_path, pkg, "1.0-1") for pkg in ("busybox", "dropbear", "openssh")}
+    older = {**sources, "dropbear": _source_package(tmp_path, "dropbear", "0.9-1")}
+    assert userland_key(lab, arch, compiler, sources) != userland_key(lab, arch, compiler, older)
+    assert image_key(lab, arch, compiler, sources) != image_key(lab, arch, compiler, older)
 
 
 def test_a_compiler_listed_as_broken_is_named_with_its_reason_and_others_pass():

@@ -8,8 +8,8 @@ from lab.cli import main
 
 
 @pytest.fixture
-def fake_host(tmp_path, repo_copy, isolated_cache, monkeypatch):
-    """A lab root whose kernel tarballs are small fakes, and fake qemu/gcc on PATH."""
+def fake_host(tmp_path, repo_copy, isolated_cache, fake_apt, monkeypatch):
+    """A lab root whose kernel tarballs are small fakes, and fake qemu/gcc/apt on PATH."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     for tool in ("qemu-system-i386", "i686-linux-gnu-gcc"):
@@ -31,9 +31,13 @@ tarball = "{fakes[0]}"
 tarball = "{fakes[1]}"
 [kernels."0.0"]
 debian_package = "linux-source-0.0"
+[guest_sources]
+busybox = {{ suite = "bookworm" }}
+dropbear = {{ suite = "bookworm" }}
+openssh = {{ suite = "bookworm" }}
 """)
     monkeypatch.setenv("LAB_ROOT", str(repo_copy))
-    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    monkeypatch.setenv("PATH", f"{bindir}:{tmp_path / 'apt-bin'}:/usr/bin:/bin")
     return repo_copy
 
 
@@ -135,3 +139,15 @@ def test_a_failed_testcase_build_keeps_its_log(fake_host, tmp_path, monkeypatch)
         text = open(log).read()
         assert "undefined reference to '__atomic_fetch_add_8'" in text
         assert text.count("undefined reference") == 1, "each build starts a fresh log"
+
+
+def test_a_wrong_pin_stops_lab_run_with_one_line_before_any_work(fake_host, fake_apt, capsys):
+    toml = fake_host / "configs/lab.toml"
+    toml.write_text(toml.read_text().replace('dropbear = { suite = "bookworm" }',
+                                             'dropbear = { suite = "bookworm", version = "2019.78-2" }'))
+    assert main(["run", "--out", str(fake_host / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("lab: error: configs/lab.toml: guest_sources.dropbear: dropbear 2019.78-2 from suite 'bookworm' "
+                   "is not in apt's lists; they offer: 2022.83-1+deb12u3 (bookworm), 2022.83-1+deb12u1 (bookworm)")
+    assert not (fake_host / "out").exists(), "nothing was started"
+    assert fake_apt.calls == []

@@ -61,17 +61,30 @@ Components: main
 """
 
 
-def test_apt_sources_twins_and_extra_suites():
-    text = apt_sources(_stanzas(DEB822), ["bookworm-backports"])
+def test_apt_sources_only_what_the_pins_name():
+    """deb-src only for the guest sources' pinned suites, deb only for kernel package suites."""
+    text = apt_sources(_stanzas(DEB822), {"deb-src": ["bookworm", "bookworm-security"],
+                                          "deb": ["bookworm-backports"]})
     stanzas = _stanzas(text)
-    assert {"Types": "deb-src", "URIs": "http://mirror.example/debian", "Suites": "bookworm bookworm-updates",
-            "Components": "main", "Signed-By": "/usr/share/keyrings/debian-archive-keyring.gpg"} in stanzas
-    assert {"Types": "deb-src", "URIs": "http://mirror.example/debian-security", "Suites": "bookworm-security",
-            "Components": "main"} in stanzas
-    assert {"Types": "deb deb-src", "URIs": "http://mirror.example/debian", "Suites": "bookworm-backports",
-            "Components": "main", "Signed-By": "/usr/share/keyrings/debian-archive-keyring.gpg"} in stanzas
-    # Nothing to add once the host has it all.
-    assert apt_sources(_stanzas(DEB822) + stanzas, ["bookworm-backports"]) == ""
+    assert stanzas == [
+        {"Types": "deb-src", "URIs": "http://mirror.example/debian", "Suites": "bookworm",
+         "Components": "main", "Signed-By": "/usr/share/keyrings/debian-archive-keyring.gpg"},
+        {"Types": "deb-src", "URIs": "http://mirror.example/debian-security", "Suites": "bookworm-security",
+         "Components": "main"},
+        # backports lives on bookworm's mirror; binary packages only: no source floats there
+        {"Types": "deb", "URIs": "http://mirror.example/debian", "Suites": "bookworm-backports",
+         "Components": "main", "Signed-By": "/usr/share/keyrings/debian-archive-keyring.gpg"},
+    ]
+    # Nothing to add once the host has it all; nothing at all when nothing is pinned.
+    assert apt_sources(_stanzas(DEB822) + stanzas, {"deb-src": ["bookworm"], "deb": ["bookworm-backports"]}) == ""
+    assert apt_sources(_stanzas(DEB822), {"deb-src": [], "deb": []}) == ""
+
+
+def test_the_repo_configs_want_deb_src_for_bookworm_and_deb_for_backports_only():
+    from conftest import REPO
+    from lab.config import load_lab
+    from lab.hostdeps import wanted_entries
+    assert wanted_entries(load_lab(REPO)) == {"deb-src": ["bookworm"], "deb": ["bookworm-backports"]}
 
 
 def test_one_line_sources_list():
