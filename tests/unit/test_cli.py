@@ -151,3 +151,21 @@ def test_a_wrong_pin_stops_lab_run_with_one_line_before_any_work(fake_host, fake
                    "is not in apt's lists; they offer: 2022.83-1+deb12u3 (bookworm), 2022.83-1+deb12u1 (bookworm)")
     assert not (fake_host / "out").exists(), "nothing was started"
     assert fake_apt.calls == []
+
+
+def test_list_shows_each_guest_source_pin_and_its_version(fake_host, fake_apt, capsys):
+    import json
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "  openssh      1:9.2p1-2+deb12u10 (pinned: openssh from bookworm)" in out
+    assert main(["list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["guest_sources"]
+    assert listed["dropbear"] == {"pin": "dropbear from bookworm", "version": "2022.83-1+deb12u3",
+                                  "suite": "bookworm", "problem": None}
+    # A pin that does not resolve is shown with the reason, not a traceback.
+    fake_apt.write(offers=[])
+    from lab import apt
+    apt.resolve.cache_clear()
+    assert main(["list"]) == 0
+    assert "  busybox      configs/lab.toml: guest_sources.busybox: busybox (newest) from suite 'bookworm' is not in " \
+           "apt's lists; they offer: none" in capsys.readouterr().out
