@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.apt import SOURCE, Offer, SourcePackage, resolve, source_package
 from lab.buildlog import jobs, run_logged
 from lab.cache import Entry, content_key
-from lab.apt import SOURCE, Offer, SourcePackage, resolve, source_package
 from lab.config import GUEST_SOURCE_PACKAGES, Arch, Lab
 from lab.cpio import CpioWriter
 from lab.errors import BuildError
