@@ -169,3 +169,13 @@ def test_list_shows_each_guest_source_pin_and_its_version(fake_host, fake_apt, c
     assert main(["list"]) == 0
     assert "  busybox      configs/lab.toml: guest_sources.busybox: busybox (newest) from suite 'bookworm' is not in " \
            "apt's lists; they offer: none" in capsys.readouterr().out
+
+
+def test_a_pinned_version_the_archive_no_longer_has_is_one_line_and_exit_2(fake_host, fake_apt, capsys):
+    fake_apt.write(fetch=["404"])
+    assert main(["images", "build", "--arch", "i386-pae"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lab: error: configs/lab.toml: guest_sources.busybox: the archive no longer has busybox "
+                          "1:1.35.0-4+deb12u1 (pinned: busybox from bookworm; 404 for http://")
+    assert len(err.splitlines()) == 1
+    assert fake_apt.calls == ["busybox=1:1.35.0-4+deb12u1"], "a 404 is not retried"
