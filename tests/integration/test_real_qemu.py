@@ -229,9 +229,9 @@ def test_timeout_skip_and_bad_exit_codes(artifacts, repo_copy, tmp_path):
     assert cells["skipper"]["logs"]["console"] == "logs/i386-pae/6.12/console-2.log"
 
 
-# The arches `just test` always builds and boots. A cold machine builds a kernel
-# in ~6 min and a userland in ~2.5 min on 2 cores: all 13 arches would take CI
-# past its 90 minutes. The other arches are booted here too whenever their 6.1
+# The arches `just test` always builds and boots. A cold cache builds a kernel
+# in 3.4-5 min and a userland in 1.5-1.75 min on 2 cores (CI cold: 49 min in all);
+# all 13 arches would take CI past its 90 minutes. The other arches are booted here too whenever their 6.1
 # kernel and image are in the cache (`lab kernels build --arch A --kernel 6.1`,
 # `lab images build --arch A`, or one nightly run on the machine).
 CI_ARCHES = ("i386-pae", "i386", "x86_64", "sparc64", "riscv64", "arm64")
