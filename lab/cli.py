@@ -19,9 +19,8 @@ from pathlib import Path
 
 from lab import config as cfg
 from lab import doctor, shard
-from lab.apt import SOURCE, resolve
 from lab.errors import InfraError, LabError, UserError
-from lab.images import built_image, ensure_image, planned_initrd, resolved_sources
+from lab.images import built_image, ensure_image, planned_initrd, resolved_sources, source_states
 from lab.kernels import ensure_kernel, kernel_entry
 from lab.progress import Progress
 from lab.qemu import ACCELERATORS, kill_all, qemu_argv, running
@@ -294,14 +293,10 @@ def cmd_list(args) -> int:
 def _guest_sources(lab: cfg.Lab) -> dict[str, dict]:
     """Each guest source package: its pin, the version it resolves to now, or why it does not."""
     out = {}
-    for name, pin in lab.guest_sources.items():
-        entry = {"pin": str(pin), "version": None, "suite": None, "problem": None}
-        try:
-            offer = resolve(pin, SOURCE)
-            entry.update(version=offer.version, suite=offer.suite)
-        except UserError as exc:
-            entry["problem"] = str(exc)
-        out[name] = entry
+    for name, state in source_states(lab).items():
+        resolved = not isinstance(state, UserError)
+        out[name] = {"pin": str(lab.guest_sources[name]), "version": state.version if resolved else None,
+                     "suite": state.suite if resolved else None, "problem": None if resolved else str(state)}
     return out
 
 

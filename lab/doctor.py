@@ -6,11 +6,11 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from lab import apt
 from lab.cache import cache_root
 from lab.config import Lab
 from lab.errors import UserError
 from lab.hostdeps import BASE_PACKAGES
+from lab.images import source_states
 from lab.sources import resolve
 from lab.toolchain import compiler_for, known_miscompile
 
@@ -39,12 +39,11 @@ def _tool(scope: str, binary: str, package: str) -> Check:
 
 def checks(lab: Lab, arches: list[str], kernels: list[str]) -> list[Check]:
     out = [Check("host", f"package {p}", _installed(p), f"apt-get install {p}") for p in BASE_PACKAGES]
-    for pin in lab.guest_sources.values():
-        try:
-            offer = apt.resolve(pin, apt.SOURCE)
-            out.append(Check("host", f"guest source {pin.package} {offer} (pinned: {pin})", True))
-        except UserError as exc:
-            out.append(Check("host", str(exc), False, "./just setup (or fix configs/lab.toml)"))
+    for pkg, state in source_states(lab).items():
+        if isinstance(state, UserError):
+            out.append(Check("host", str(state), False, "./just setup (or fix configs/lab.toml)"))
+        else:
+            out.append(Check("host", f"guest source {pkg} {state} (pinned: {lab.guest_sources[pkg]})", True))
     cache = cache_root()
     cache.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(cache).free

@@ -20,7 +20,7 @@ from lab.buildlog import jobs, run_logged
 from lab.cache import Entry, content_key
 from lab.config import GUEST_SOURCE_PACKAGES, Arch, Lab
 from lab.cpio import CpioWriter
-from lab.errors import BuildError
+from lab.errors import BuildError, UserError
 from lab.kernels import Progress
 from lab.toolchain import Compiler, compiler_for, require_tool
 
@@ -65,6 +65,17 @@ def image_key(lab: Lab, arch: Arch, compiler: Compiler, sources: Sources) -> str
 def resolved_sources(lab: Lab) -> dict[str, Offer]:
     """The exact version each pinned guest source package resolves to (apt's lists only; PinError if none)."""
     return {pkg: resolve(lab.guest_sources[pkg], SOURCE) for pkg in GUEST_SOURCE_PACKAGES}
+
+
+def source_states(lab: Lab) -> dict[str, Offer | UserError]:
+    """Like resolved_sources, but a pin that does not resolve gives its error instead (for list/doctor)."""
+    states: dict[str, Offer | UserError] = {}
+    for pkg in GUEST_SOURCE_PACKAGES:
+        try:
+            states[pkg] = resolve(lab.guest_sources[pkg], SOURCE)
+        except UserError as exc:
+            states[pkg] = exc
+    return states
 
 
 def ensure_image(lab: Lab, arch: Arch, progress: Progress = lambda _: None) -> ImageArtifact:
