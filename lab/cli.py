@@ -401,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run each cell N times (racy tests); reports show the rate, e.g. FAIL 2/10")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="set a testcase parameter (see `lab list`), e.g. --param duration=120")
+    run.add_argument("--extra-args", metavar="STRING",
+                     help="more of these options in one string (a CI parameter such as Jenkins' LAB_ARGS), "
+                          "split like POSIX shell words but never expanded or run")
     _baseline_option(run)
     run.set_defaults(func=cmd_run)
 
@@ -450,8 +453,28 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+# Options a CI parameter may not set: the pipeline owns where results go.
+_NOT_EXTRA = ("--extra-args", "--out", "--shard", "--resume")
+
+
+def _with_extra_args(parser: argparse.ArgumentParser, argv: list[str], args):
+    """`lab run --extra-args STRING`: STRING's words parsed as if given on the command line."""
+    try:
+        extra = shlex.split(args.extra_args)
+    except ValueError as exc:
+        parser.error(f"--extra-args {args.extra_args!r}: {exc}")
+    owned = [word for word in extra if word.split("=", 1)[0] in _NOT_EXTRA]
+    if owned:
+        parser.error(f"--extra-args may not set {owned[0].split('=', 1)[0]}: the pipeline sets it")
+    return parser.parse_args([*argv, *extra])
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    if getattr(args, "extra_args", None):
+        args = _with_extra_args(parser, argv, args)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)

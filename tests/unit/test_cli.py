@@ -179,3 +179,24 @@ def test_a_pinned_version_the_archive_no_longer_has_is_one_line_and_exit_2(fake_
                           "1:1.35.0-4+deb12u1 (pinned: busybox from bookworm; 404 for http://")
     assert len(err.splitlines()) == 1
     assert fake_apt.calls == ["busybox=1:1.35.0-4+deb12u1"], "a 404 is not retried"
+
+
+def test_extra_args_are_options_split_like_shell_words_never_run(fake_host, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--dry-run", "--extra-args=--kernel '6.1'"]) == 0
+    assert len([line for line in capsys.readouterr().out.splitlines() if line.startswith("#")]) == 1
+    assert main(["run", "--dry-run", "--extra-args=--arch 'x;touch pwned'"]) == 2
+    assert "unknown arch 'x;touch pwned'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--dry-run", "--extra-args=--kernel 6.1 $(touch pwned2)"])
+    assert exc.value.code == 2 and "unrecognized arguments: $(touch pwned2)" in capsys.readouterr().err
+    assert not list(tmp_path.glob("pwned*")), "nothing ran"
+
+
+@pytest.mark.parametrize("extra, complaint", [("--arch 'x", "No closing quotation"),
+                                              ("--out=/tmp/elsewhere", "may not set --out"),
+                                              ("--shard 1/2", "may not set --shard")])
+def test_bad_extra_args_are_a_usage_error(fake_host, capsys, extra, complaint):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--dry-run", f"--extra-args={extra}"])
+    assert exc.value.code == 2 and complaint in capsys.readouterr().err
