@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab import names
 from lab.errors import ConfigError, UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -317,7 +318,14 @@ def _rel(path: Path, root: Path) -> str:
 # --- loading -------------------------------------------------------------------------
 
 
+def _checked_name(kind: str, name: str, where: str) -> None:
+    """Names become file and directory names in runs and caches: one pattern for all."""
+    if not names.is_valid(name):
+        raise ConfigError(f"{where}: {kind} name {name!r} is not allowed (use {names.RULE})")
+
+
 def load_arch(path: Path, root: Path) -> Arch:
+    _checked_name("arch", path.stem, _rel(path, root))
     arch = _from_table(Arch, _read_toml(path, root), _rel(path, root), name=path.stem)
     fragment = root / "configs" / "kernel" / arch.kernel.fragment
     if not fragment.is_file():
@@ -327,6 +335,7 @@ def load_arch(path: Path, root: Path) -> Arch:
 
 def load_testcase(path: Path, root: Path) -> Testcase:
     where = _rel(path, root)
+    _checked_name("testcase", path.stem, where)
     table = _read_toml(path, root)
     params_table = table.pop("params", {})
     if not isinstance(params_table, dict):
@@ -350,6 +359,7 @@ def load_testcase(path: Path, root: Path) -> Testcase:
 
 
 def _kernel_source(name: str, table: dict, where: str) -> KernelSource:
+    _checked_name("kernel", name, where)
     source = _from_table(KernelSource, table, where, name=name)
     kinds = [k for k in ("debian_package", "tarball", "git") if getattr(source, k)]
     if len(kinds) != 1:

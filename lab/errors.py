@@ -17,6 +17,11 @@ class PinError(ConfigError):
     """A pinned Debian package cannot be had as pinned (suite not configured, version gone)."""
 
 
+class RunDataError(UserError):
+    """A run directory's file (run.json, journal, results.json), maybe from another machine,
+    is malformed; the message names the file, the line or field, and what is allowed."""
+
+
 class MissingToolError(UserError):
     """A host program or file is missing; the message names the Debian package."""
 

@@ -7,12 +7,18 @@ the next one is reported: a run killed at any point keeps every cell it finished
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
 import threading
-from dataclasses import asdict, dataclass, field
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from lab import names
+from lab.errors import RunDataError
 
 # ERROR: the lab could not get an answer (build, boot, SSH, push, guest crash).
 # XFAIL: a FAIL the configs expect; XPASS: a PASS where they expect a FAIL.
@@ -91,8 +97,53 @@ class CellResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CellResult":
+    def from_dict(cls, data: dict, where: str = "cell") -> "CellResult":
+        """A cell from its JSON record (a journal line, maybe another machine's): every field
+        checked, since names become file paths and text becomes reports."""
+        problem = _record_problem(data)
+        if problem:
+            raise RunDataError(f"{where}: {problem}")
         return cls(**data)
+
+
+def _type_problem(value, hint) -> str | None:
+    """Why `value` (from JSON) does not fit a CellResult field's type hint, or None."""
+    base = typing.get_origin(hint) or hint
+    if base in (typing.Union, types.UnionType):
+        return None if value is None else _type_problem(value, int)
+    if base is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else "a finite number"
+    if base is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    return None if isinstance(value, base) else {str: "a string", list: "a list", dict: "an object"}[base]
+
+
+def _record_problem(data) -> str | None:
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    hints = typing.get_type_hints(CellResult)
+    known = {f.name for f in fields(CellResult)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        return f"unknown field {unknown[0]!r}"
+    missing = [n for n in ("arch", "kernel", "testcase", "status", "message") if n not in data]
+    if missing:
+        return f"missing field {missing[0]!r}"
+    for name, value in data.items():
+        wanted = _type_problem(value, hints[name])
+        if wanted:
+            return f"{name}: expected {wanted}, got {str(value)[:40]!r}"
+    for name in ("arch", "kernel", "testcase"):
+        if not names.is_valid(data[name]):
+            return f"{name}: {data[name]!r} is not a valid name ({names.RULE})"
+    if data["status"] not in STATUSES:
+        return f"status: {data['status']!r} is not one of {', '.join(STATUSES)}"
+    logs = [data.get("logs", {})] + [a.get("logs", {}) for a in data.get("attempts", []) if isinstance(a, dict)]
+    for path in (p for entry in logs if isinstance(entry, dict) for p in entry.values()):
+        if not names.is_safe_relative_path(path):
+            return f"logs: {str(path)[:60]!r} is not a path inside the run directory"
+    return None
 
 
 _RESULT_LINE = re.compile(r"^result:((?:\s+[A-Za-z_][\w.]*=-?[0-9]+(?:\.[0-9]+)?)+)\s*$")
@@ -174,8 +225,11 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, cell: CellResult) -> None:
-        line = json.dumps(cell.to_dict(), sort_keys=True) + "\n"
-        with self._lock, self.path.open("a", encoding="utf-8") as fh:
+        line = (json.dumps(cell.to_dict(), sort_keys=True) + "\n").encode()
+        with self._lock, self.path.open("a+b") as fh:
+            # A line cut off by a crash mid-write must not swallow this one.
+            if fh.seek(0, os.SEEK_END) > 0 and os.pread(fh.fileno(), 1, fh.tell() - 1) != b"\n":
+                line = b"\n" + line
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
@@ -191,7 +245,9 @@ class Journal:
             if not line.strip():
                 continue
             try:
-                cells.append(CellResult.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, TypeError, ValueError) as exc:
-                print(f"warning: {path}:{number}: ignoring an unreadable journal line ({exc})", file=sys.stderr)
+                record = json.loads(line)
+            except ValueError as exc:
+                print(f"warning: {path}:{number}: ignoring a cut-off journal line ({exc})", file=sys.stderr)
+                continue
+            cells.append(CellResult.from_dict(record, where=f"{path}:{number}"))
         return cells

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
-from lab.errors import UserError
+from lab import names
+from lab.errors import RunDataError, UserError
 from lab.results import CellResult, Journal
 
 
@@ -71,40 +74,95 @@ def assign(jobs: list[list[str]], count: int, costs: dict[tuple[str, str], float
     return [sorted(shard, key=lambda j: order[tuple(j)]) for shard in shards]
 
 
+def _run_meta(directory: Path) -> dict:
+    """A shard's run.json, checked: merge builds paths and plans from its names."""
+    where = directory / "run.json"
+    try:
+        meta = json.loads(where.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"lab merge: {directory} is not a run directory (no readable run.json: {exc})") from None
+    for field, plan in (("", meta), ("plan: ", meta.get("plan") if isinstance(meta, dict) else None)):
+        problem = _plan_problem(plan)
+        if problem:
+            raise RunDataError(f"{where}: {field}{problem}")
+    return meta
+
+
+def _plan_problem(plan) -> str | None:
+    if not isinstance(plan, dict):
+        return "not a JSON object"
+    jobs, testcases = plan.get("jobs"), plan.get("testcases")
+    if not isinstance(jobs, list) or not all(isinstance(j, list) and len(j) == 2 for j in jobs):
+        return "jobs: expected a list of [arch, kernel] pairs"
+    if not isinstance(testcases, list):
+        return "testcases: expected a list of names"
+    bad = [n for n in [*(n for j in jobs for n in j), *testcases] if not names.is_valid(n)]
+    if bad:
+        return f"{str(bad[0])[:60]!r} is not a valid name ({names.RULE})"
+    return None
+
+
+def _planned_cells(plan: dict) -> list[tuple[str, str, str]]:
+    """The plan's cells, in plan order."""
+    return [(arch, kernel, testcase) for arch, kernel in plan["jobs"] for testcase in plan["testcases"]]
+
+
+def _copy_logs(source: Path, target: Path) -> list[str]:
+    """Copy the regular files under `source` (a shard's logs/) into `target`; anything else
+    (a symlink, a device, a FIFO) is left behind and named, so it is never published."""
+    skipped = []
+    if source.is_symlink() or not source.is_dir():
+        return [f"not copied: {source} (not a directory): merge copies regular files only"] if os.path.lexists(
+            source) else []
+    for folder, dirs, files in os.walk(source):
+        for name in list(dirs):
+            if os.path.islink(os.path.join(folder, name)):
+                dirs.remove(name)
+                files.append(name)
+        for name in files:
+            path = Path(folder) / name
+            if not stat.S_ISREG(path.lstat().st_mode):
+                skipped.append(f"not copied: {path} (not a regular file): merge copies regular files only")
+                continue
+            copy = target / path.relative_to(source)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy, follow_symlinks=False)
+    return skipped
+
+
 def merge(dirs: list[Path], out: Path) -> tuple[dict, list[CellResult], list[str]]:
     """Combine shard result directories into `out`: one journal, logs, and the plan.
 
     Refuses runs of different plans. Returns the merged run meta, the cells, and
-    problems (cells missing from every shard, or present in more than one).
+    problems: cells missing from every shard or present in more than one, cells
+    a shard's journal has that its plan does not, and log entries that are not files.
     """
-    metas = []
-    for d in dirs:
-        try:
-            metas.append(json.loads((d / "run.json").read_text()))
-        except (OSError, ValueError) as exc:
-            raise UserError(f"lab merge: {d} is not a run directory (no readable run.json: {exc})") from None
+    metas = [_run_meta(d) for d in dirs]
     ids = {m.get("plan_id") for m in metas}
     if len(ids) != 1 or None in ids:
         which = ", ".join(f"{d}: {m.get('plan_id')}" for d, m in zip(dirs, metas))
         raise UserError(f"lab merge: the directories are runs of different plans ({which})")
-    out.mkdir(parents=True, exist_ok=True)
+    journals = [Journal.read(d / "journal.jsonl") for d in dirs]  # every line checked before anything is written
     seen: dict[tuple[str, str, str], Path] = {}
     cells: list[CellResult] = []
     problems: list[str] = []
-    for d in dirs:
-        for cell in Journal.read(d / "journal.jsonl"):
+    for d, meta, journal_cells in zip(dirs, metas, journals):
+        planned = set(_planned_cells(meta))
+        for cell in journal_cells:
+            if cell.key not in planned:
+                problems.append(f"refused: {'/'.join(cell.key)} in {d}/journal.jsonl is not in that run's plan")
+                continue
             if cell.key in seen:
                 problems.append(f"duplicated: {'/'.join(cell.key)} in {seen[cell.key]} and {d}")
                 continue
             seen[cell.key] = d
             cells.append(cell)
-        if (d / "logs").is_dir():
-            shutil.copytree(d / "logs", out / "logs", dirs_exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for d in dirs:
+        problems += _copy_logs(d / "logs", out / "logs")
     plan = metas[0]["plan"]
-    for arch, kernel in plan["jobs"]:
-        for testcase in plan["testcases"]:
-            if (arch, kernel, testcase) not in seen:
-                problems.append(f"missing: {arch}/{kernel}/{testcase} (in no shard's journal)")
+    for arch, kernel, testcase in (key for key in _planned_cells(plan) if key not in seen):
+        problems.append(f"missing: {arch}/{kernel}/{testcase} (in no shard's journal)")
     journal = Journal(out / "journal.jsonl")
     journal.path.unlink(missing_ok=True)
     for cell in cells:

@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 
 from lab.config import ALLOWED_NEEDS, load_lab, pick
@@ -119,4 +121,20 @@ def test_param_overrides_are_typed_and_checked():
 def test_param_declarations_are_checked(repo_copy):
     _edit(repo_copy / "testcases/odirect_swapout.toml", "default = 0\n", 'default = "zero"\n')
     with pytest.raises(ConfigError, match=r"odirect_swapout.toml.params.iterations.default: 'zero' is not an integer"):
+        load_lab(repo_copy)
+
+
+def test_names_that_become_paths_follow_one_pattern(repo_copy):
+    lab_toml = repo_copy / "configs/lab.toml"
+    original = lab_toml.read_text()
+    lab_toml.write_text(original + '\n[kernels."../../x"]\ntarball = "/dev/null"\n')
+    with pytest.raises(ConfigError, match=r"kernels\.\.\./\.\./x: kernel name '\.\./\.\./x' is not allowed \(use letters"):
+        load_lab(repo_copy)
+    lab_toml.write_text(original)
+    shutil.copy(repo_copy / "configs/arches/i386.toml", repo_copy / "configs/arches/i 386.toml")
+    with pytest.raises(ConfigError, match=r"configs/arches/i 386.toml: arch name 'i 386' is not allowed"):
+        load_lab(repo_copy)
+    (repo_copy / "configs/arches/i 386.toml").unlink()
+    shutil.copy(repo_copy / "testcases/swp_exclusive.toml", repo_copy / "testcases/swp;x.toml")
+    with pytest.raises(ConfigError, match=r"testcases/swp;x.toml: testcase name 'swp;x' is not allowed"):
         load_lab(repo_copy)

@@ -3,6 +3,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from lab.errors import RunDataError
 from lab.report import write_reports
 from lab.report.terminal import render_text
 from lab.results import CellResult, Journal, run_exit_code, status_for_exit
@@ -46,7 +47,32 @@ def test_journal_survives_truncated_last_line(tmp_path, capsys):
         fh.write('{"arch": "i386-pae", "kern')  # a crash mid-write
     cells = Journal.read(journal.path)
     assert [c.key for c in cells] == [c.key for c in _cells()[:2]]
-    assert "ignoring an unreadable journal line" in capsys.readouterr().err
+    assert "journal.jsonl:3: ignoring a cut-off journal line" in capsys.readouterr().err
+    # The next run (--resume) appends on a fresh line: the cut-off line costs nothing more.
+    journal.append(_cells()[2])
+    assert [c.key for c in Journal.read(journal.path)] == [c.key for c in _cells()[:3]]
+
+
+@pytest.mark.parametrize("record, problem", [
+    ({"arch": "../../x", "kernel": "6.1", "testcase": "t", "status": "PASS", "message": ""},
+     "arch: '../../x' is not a valid name"),
+    ({"arch": "a", "kernel": ".hidden", "testcase": "t", "status": "PASS", "message": ""}, "kernel: '.hidden'"),
+    ({"arch": "a", "kernel": "k", "testcase": "t/u", "status": "PASS", "message": ""}, "testcase: 't/u'"),
+    ({"arch": "a", "kernel": "k", "testcase": "t", "status": "PASS", "message": "",
+      "logs": {"console": "../../../root/.ssh/id_rsa"}}, "logs: '../../../root/.ssh/id_rsa' is not a path inside"),
+    ({"arch": "a", "kernel": "k", "testcase": "t", "status": "PASS", "message": 3}, "message: expected a string"),
+    ({"arch": "a", "kernel": "k", "testcase": "t", "status": "PASS", "message": "", "duration_s": "NaN"},
+     "duration_s: expected a finite number"),
+    ({"arch": "a", "kernel": "k", "testcase": "t", "status": "OK", "message": ""}, "status: 'OK' is not one of"),
+    ({"arch": "a", "kernel": "k", "testcase": "t", "status": "PASS", "message": "", "evil": 1}, "unknown field 'evil'"),
+    (["a"], "not a JSON object"),
+])
+def test_a_malformed_journal_record_is_one_clear_error_naming_the_line(tmp_path, record, problem):
+    path = tmp_path / "journal.jsonl"
+    path.write_text(json.dumps(_cells()[0].to_dict()) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(RunDataError) as exc:
+        Journal.read(path)
+    assert str(exc.value).startswith(f"{path}:2: ") and problem in str(exc.value)
 
 
 def test_reports(tmp_path):

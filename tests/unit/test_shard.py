@@ -1,8 +1,9 @@
 import json
+import os
 
 import pytest
 
-from lab.errors import UserError
+from lab.errors import RunDataError, UserError
 from lab.results import CellResult, Journal
 from lab.shard import assign, merge, parse_shard, plan_id
 
@@ -89,3 +90,46 @@ def test_cli_merge_keeps_its_problems_next_to_the_reports(tmp_path, capsys):
     assert "lab merge: missing: b/6.1/swp_exclusive" in capsys.readouterr().err
     assert main(["merge", str(one), str(two), "--out", str(out)]) == 0
     assert not (out / "merge-problems.txt").exists(), "a complete merge clears an earlier one's problems"
+
+
+def _journal_line(d, record):
+    with (d / "journal.jsonl").open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def test_merge_refuses_a_cell_that_is_not_in_its_runs_plan(tmp_path):
+    one = _run_dir(tmp_path, "s1", PLAN, [["a", "6.1"]], ["PASS"])
+    two = _run_dir(tmp_path, "s2", PLAN, [["b", "6.1"]], ["PASS"])
+    # A cell of the plan, but of the other shard's part: shard 1 cannot have run it.
+    _journal_line(one, CellResult("b", "6.1", "swp_exclusive", "FAIL", "forged").to_dict())
+    _, cells, problems = merge([one, two], tmp_path / "merged")
+    assert problems == [f"refused: b/6.1/swp_exclusive in {one}/journal.jsonl is not in that run's plan"]
+    assert [(c.arch, c.status) for c in cells] == [("a", "PASS"), ("b", "PASS")]
+
+
+@pytest.mark.parametrize("evil", ["../../escaped", "..", ".x", "a/b"])
+def test_a_name_that_would_escape_the_output_directory_is_refused(tmp_path, evil):
+    one = _run_dir(tmp_path, "s1", PLAN, [["a", "6.1"]], ["PASS"])
+    _journal_line(one, {**CellResult("a", "6.1", "swp_exclusive", "PASS", "").to_dict(), "testcase": evil})
+    with pytest.raises(RunDataError, match=r"journal.jsonl:2: testcase: .* is not a valid name"):
+        merge([one], tmp_path / "out" / "merged")
+    evil_plan = {**PLAN, "jobs": [["a", "6.1"], [evil, "6.1"]]}
+    two = _run_dir(tmp_path, "s2", evil_plan, [["a", "6.1"]], ["PASS"])
+    with pytest.raises(RunDataError, match=r"run.json: .* is not a valid name"):
+        merge([two], tmp_path / "out" / "merged")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "out").exists()
+
+
+def test_merge_copies_regular_files_only_and_names_the_rest(tmp_path):
+    secret = tmp_path / "id_ed25519"
+    secret.write_text("PRIVATE KEY")
+    one = _run_dir(tmp_path, "s1", PLAN, [["a", "6.1"]], ["PASS"])
+    two = _run_dir(tmp_path, "s2", PLAN, [["b", "6.1"]], ["PASS"])
+    (one / "logs/a/key.txt").symlink_to(secret)
+    (one / "logs/keys").symlink_to(tmp_path, target_is_directory=True)
+    os.mkfifo(one / "logs/a/fifo")
+    _, _, problems = merge([one, two], tmp_path / "merged")
+    assert sorted(problems) == sorted(f"not copied: {one}/logs/{p} (not a regular file): merge copies regular "
+                                      "files only" for p in ("a/key.txt", "keys", "a/fifo"))
+    copied = sorted(str(p.relative_to(tmp_path / "merged/logs")) for p in (tmp_path / "merged/logs").rglob("*"))
+    assert copied == ["a", "a/console.log", "b", "b/console.log"]
