@@ -47,16 +47,24 @@ def qemu_argv(arch: Arch, *, kernel: Path, initrd: Path, ssh_port: int, accel: s
     # panic=-1: reboot at once on panic, which -no-reboot turns into QEMU exiting.
     append = [f"console={q.console}", "panic=-1", *q.append]
     argv += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", " ".join(append)]
-    # The SSH port listens on loopback only.
-    argv += ["-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22", "-device", f"{q.nic},netdev=n0"]
+    # The SSH port listens on loopback only. restrict=on: the guest reaches nothing
+    # (not the host's loopback through 10.0.2.2, not the outside); only the forward
+    # into it works. Tests run untrusted code as root in there.
+    argv += ["-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+             "-device", f"{q.nic},netdev=n0"]
     if q.rng:
         argv += ["-device", q.rng]
     if scratch_disk and q.disk:
         # A raw disk of zeros: the guest's O_DIRECT reads hit a real block device.
-        argv += ["-drive", f"file={scratch_disk},if=none,format=raw,id=scratch",
+        argv += ["-drive", f"file={_option_value(str(scratch_disk))},if=none,format=raw,id=scratch",
                  "-device", f"{q.disk},drive=scratch"]
     argv += list(q.extra_args)
     return argv
+
+
+def _option_value(text: str) -> str:
+    """A value inside a QEMU key=value,... option: a comma ends the value unless doubled."""
+    return text.replace(",", ",,")
 
 
 _PR_SET_PDEATHSIG = 1

@@ -7,10 +7,12 @@ lab's cache (several minutes); later runs reuse them.
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.integration
 
 ARCH = "i386-pae"
 LAB = load_lab(REPO)
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -244,19 +247,62 @@ def _built(arch: str, kernel: str = "6.1") -> bool:
     return bool(meta and meta["ok"]) and built_image(LAB, LAB.arches[arch]) is not None
 
 
-def test_every_arch_boots_and_matches_its_expectation(tmp_path):
-    """One kernel (6.1) for every arch of the plan, two guests at a time: the seed facts."""
+class HostListener:
+    """A TCP port on the host's loopback that records whoever connects to it."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.connections = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.done.is_set():
+            try:
+                conn, peer = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections.append(peer)
+            conn.close()
+
+    def close(self):
+        self.done.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def _with_net_probe(repo_copy):
+    """The repo's configs plus a testcase that tries to reach the host from the guest."""
+    shutil.copy(DATA / "net_probe.c", repo_copy / "testcases/net_probe.c")
+    (repo_copy / "testcases/net_probe.toml").write_text(
+        'description = "the guest must not reach the host"\nsource = "net_probe.c"\ntimeout_s = 60\n'
+        '[params.port]\ntype = "int"\ndefault = 0\ndescription = "a host loopback port"\n')
+    return repo_copy
+
+
+def test_every_arch_boots_and_matches_its_expectation(repo_copy, tmp_path):
+    """One kernel (6.1) for every arch of the plan, two guests at a time: the seed facts.
+    On each, a guest program tries to connect to a port this test opened on the host's loopback."""
     out = tmp_path / "run"
     # The default plan's arches (a declared arch that is not in it, like sh4, is known not to boot).
     arches = [a for a in LAB.plan.arches if a in CI_ARCHES or _built(a)]
     if len(arches) < len(LAB.plan.arches):
         warnings.warn(f"not booted (not built on this machine; the nightly plan runs them): "
                       f"{', '.join(a for a in LAB.plan.arches if a not in arches)}")
-    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", ",".join(arches), "--kernel", "6.1",
-                           "--test", "swp_exclusive", "-j", "2", "--out", str(out)],
-                          capture_output=True, text=True, cwd=REPO, timeout=3600)
+    listener = HostListener()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", ",".join(arches), "--kernel", "6.1",
+                               "--test", "swp_exclusive,net_probe", "--param", f"port={listener.port}", "-j", "2",
+                               "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=3600,
+                              env={**os.environ, "LAB_ROOT": str(_with_net_probe(repo_copy))})
+    finally:
+        listener.close()
     print(proc.stdout, proc.stderr)
-    cells = {c["arch"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
+    results = json.loads((out / "results.json").read_text())["cells"]
+    cells = {c["arch"]: c for c in results if c["testcase"] == "swp_exclusive"}
     assert set(cells) == set(arches)
     for arch, cell in cells.items():
         expected = LAB.expectation(arch, "6.1", "swp_exclusive")
@@ -265,6 +311,10 @@ def test_every_arch_boots_and_matches_its_expectation(tmp_path):
         assert "self-check: fork after pageout" in cell["stdout"]
         assert cell["timings"]["ssh_s"] > cell["timings"]["ready_s"] > 0
         assert cell["kernel_messages"] == [], "a clean boot and test: no kernel reports (boot included)"
+    probes = {c["arch"]: c for c in results if c["testcase"] == "net_probe"}
+    assert {(a, c["status"]) for a, c in probes.items()} == {(a, "PASS") for a in arches}, \
+        [c["message"] for c in probes.values()]
+    assert listener.connections == [], "a guest reached the host's loopback"
     assert proc.returncode == 0, "XFAIL and PASS only: nothing unexpected"
     # Each guest had its own port and its own logs.
     ports = [(out / f"logs/{a}/6.1/console.cmdline").read_text().split("hostfwd=tcp:127.0.0.1:")[1].split("-")[0]

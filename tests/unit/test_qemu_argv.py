@@ -38,6 +38,8 @@ def test_argv_invariants(name):
     assert all(isinstance(a, str) and a for a in argv), "no empty or non-string arguments"
     netdev = argv[argv.index("-netdev") + 1]
     assert "hostfwd=tcp:127.0.0.1:10022-:22" in netdev, "SSH must be forwarded from loopback only"
+    assert netdev.split(",")[:3] == ["user", "id=n0", "restrict=on"], "the guest reaches nothing but the forward"
+    assert argv.count("-netdev") == 1 and not any(a.startswith("-nic") for a in argv)
     assert "-no-reboot" in argv
     assert "panic=-1" in argv[argv.index("-append") + 1]
 
@@ -55,6 +57,12 @@ def test_scratch_disk_is_attached_with_the_arch_disk_model(name):
     assert argv[argv.index("-drive") + 1] == "file=/run/x/disk.img,if=none,format=raw,id=scratch"
     assert f"{arch.qemu.disk},drive=scratch" in argv
     assert "-drive" not in _argv(name)
+
+
+def test_a_comma_in_the_scratch_disk_path_cannot_add_drive_options():
+    argv = _argv("x86_64", scratch_disk=Path("/runs/a,file.locking=off,readonly=off/disk.img"))
+    drive = argv[argv.index("-drive") + 1]
+    assert drive == "file=/runs/a,,file.locking=off,,readonly=off/disk.img,if=none,format=raw,id=scratch"
 
 
 @pytest.mark.parametrize("port", [0, 1, 2])
