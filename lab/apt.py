@@ -11,11 +11,8 @@ the pin in configs/lab.toml must change.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shutil
-import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +20,8 @@ from pathlib import Path
 from debian.deb822 import Dsc
 from debian.debian_support import Version
 
+from lab import procs
+from lab.buildlog import run_into_log
 from lab.cache import Entry, content_key
 from lab.config import AptPin
 from lab.errors import ArchiveError, BuildError, MissingToolError, PinError
@@ -55,8 +54,7 @@ class Offer:
 
 def _apt_query(argv: list[str]) -> str:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
-                              timeout=60).stdout
+        return procs.run(argv, capture_output=True, text=True, timeout_s=procs.PROBE_TIMEOUT_S).stdout
     except FileNotFoundError:
         raise MissingToolError(argv[0], "apt") from None
 
@@ -101,34 +99,6 @@ def resolve(pin: AptPin, kind: str) -> Offer:
     raise PinError(f"{pin.where}: {asked} is not in apt's lists; they offer: {_listing(available)}")
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-def _run_once(argv: list[str], cwd: Path, log: Path, deadline_s: float) -> tuple[int | None, str]:
-    """Run apt-get once in its own process group; (exit status or None on timeout, its output)."""
-    with log.open("ab") as fh:
-        start = fh.tell()
-        fh.write(("$ " + " ".join(argv) + "\n").encode())
-        fh.flush()
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)  # apt's methods are children: killed with it
-        try:
-            status: int | None = proc.wait(timeout=deadline_s)
-        except subprocess.TimeoutExpired:
-            status = None
-        finally:
-            if proc.poll() is None:
-                _kill_group(proc)
-    with log.open("rb") as fh:
-        fh.seek(start)
-        return status, fh.read().decode(errors="replace")
-
-
 def fetch(pin: AptPin, kind: str, cwd: Path, log: Path, deadline_s: float = FETCH_DEADLINE_S) -> Offer:
     """Fetch exactly the version `pin` resolves to into `cwd`: `apt-get source` (unpacked) for SOURCE,
     `apt-get download` (the .deb) for BINARY. Transient archive errors are retried after a pause."""
@@ -151,7 +121,7 @@ def fetch(pin: AptPin, kind: str, cwd: Path, log: Path, deadline_s: float = FETC
 def _attempt(argv: list[str], pin: AptPin, offer: Offer, kind: str, cwd: Path, log: Path,
              deadline_s: float) -> str | None:
     """One apt-get run: None when it worked, what went wrong when that may be transient; else raise."""
-    status, output = _run_once(argv, cwd, log, deadline_s)
+    status, output = run_into_log(argv, log, timeout_s=deadline_s, cwd=cwd)
     if status == 0:
         return None
     failures = _FAILED_FETCH.findall(output)

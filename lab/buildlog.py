@@ -7,7 +7,11 @@ import re
 import subprocess
 from pathlib import Path
 
-from lab.errors import BuildError
+from lab import procs
+from lab.errors import BuildError, BuildTimeout
+
+# The bound of one build command (make of a kernel: minutes; tens on a slow host).
+BUILD_TIMEOUT_S = 7200.0
 
 # A compiler or linker diagnostic: "fs/fcntl.c:1200:9: error: ..." first, then
 # any line that says error:, then make's own "*** ... Error 2" lines.
@@ -28,25 +32,40 @@ def first_error_line(log_text: str) -> str | None:
     return None
 
 
-def run_logged(argv: list[str], log: Path, *, cwd: Path | None = None, env: dict | None = None,
-               stdin_text: str | None = None, what: str) -> None:
-    """Run argv, appending its output to `log`; raise BuildError naming log and first error."""
+def run_into_log(argv: list[str], log: Path, *, timeout_s: float, cwd: Path | None = None,
+                 env: dict | None = None, stdin_text: str | None = None) -> tuple[int | None, str]:
+    """Run argv (see lab.procs), appending "$ argv" and its output to `log`.
+
+    Returns its exit status (None: killed at the deadline) and what it wrote.
+    """
     with log.open("ab") as fh:
         start = fh.tell()
         fh.write(("$ " + " ".join(argv) + "\n").encode())
         fh.flush()
         try:
-            proc = subprocess.run(argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=fh,
-                                  stderr=subprocess.STDOUT,
-                                  input=stdin_text.encode() if stdin_text is not None else None,
-                                  stdin=None if stdin_text is not None else subprocess.DEVNULL)
-        except FileNotFoundError:
-            raise BuildError(f"{what}: command not found: {argv[0]}") from None
-    if proc.returncode != 0:
-        with log.open("rb") as fh:
-            fh.seek(start)
-            text = fh.read().decode(errors="replace")
-        line = first_error_line(text) or f"{argv[0]} exited with status {proc.returncode}"
+            status: int | None = procs.run(argv, timeout_s=timeout_s, cwd=cwd, env={**os.environ, **(env or {})},
+                                           stdout=fh, stderr=subprocess.STDOUT,
+                                           input=stdin_text.encode() if stdin_text is not None else None).returncode
+        except procs.CommandTimeout as exc:
+            fh.write(f"\nqemu-lab: {exc}\n".encode())
+            status = None
+    with log.open("rb") as fh:
+        fh.seek(start)
+        return status, fh.read().decode(errors="replace")
+
+
+def run_logged(argv: list[str], log: Path, *, cwd: Path | None = None, env: dict | None = None,
+               stdin_text: str | None = None, what: str, timeout_s: float = BUILD_TIMEOUT_S) -> None:
+    """Run argv, appending its output to `log`; raise BuildError naming log and first error."""
+    try:
+        status, text = run_into_log(argv, log, timeout_s=timeout_s, cwd=cwd, env=env, stdin_text=stdin_text)
+    except FileNotFoundError:
+        raise BuildError(f"{what}: command not found: {argv[0]}") from None
+    if status is None:
+        raise BuildTimeout(f"{what}: no end within {timeout_s:.0f} s, killed (raise [build] timeout_s in "
+                         f"configs/lab.toml for a slower host; log: {log})")
+    if status != 0:
+        line = first_error_line(text) or f"{argv[0]} exited with status {status}"
         raise BuildError(f"{what} failed: {line} (log: {log})")
 
 

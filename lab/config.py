@@ -8,6 +8,7 @@ problem is reported as one line naming the file and the field.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -16,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import names
+from lab.names import RULE as NAME_RULE, is_valid as is_valid_name
 from lab.errors import ConfigError, UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -67,12 +68,12 @@ class Qemu:
     nic: str  # QEMU device model for the SSH network interface
     console: str  # kernel console= device
     # The serial port (0 = first) the console device is on; earlier ports stay unconnected.
-    console_port: int = field(default=0, metadata={"min": 0})
+    console_port: int = field(default=0, metadata={"min": 0, "max": 3})
     machine: str | None = None
     cpu: str | None = None
     bios: str | None = None
-    memory_mib: int = field(default=512, metadata={"min": 32})
-    smp: int = field(default=1, metadata={"min": 1})
+    memory_mib: int = field(default=512, metadata={"min": 32, "max": 16384})
+    smp: int = field(default=1, metadata={"min": 1, "max": 64})
     rng: str | None = None  # virtio-rng device model: entropy at boot without waiting
     disk: str | None = None  # block device model for the scratch disk of testcases that need one
     append: tuple[str, ...] = ()  # extra kernel command line words
@@ -84,8 +85,8 @@ class Guest:
     # tinyconfig x86 has no ACPI, so `poweroff -f` does not end QEMU; `reboot -f`
     # with -no-reboot does. Each arch says what ends its QEMU.
     poweroff: tuple[str, ...] = ("poweroff", "-f")
-    boot_timeout_s: float = field(default=120.0, metadata={"min": 1})
-    ssh_timeout_s: float = field(default=60.0, metadata={"min": 1})
+    boot_timeout_s: float = field(default=120.0, metadata={"min": 1, "max": 3600})
+    ssh_timeout_s: float = field(default=60.0, metadata={"min": 1, "max": 3600})
     blockdev: str = "/dev/vda"  # the scratch disk as the guest sees it
 
 
@@ -169,11 +170,14 @@ class Param:
     description: str = ""
 
     def parse(self, text: str) -> int | float | str:
-        """A value from the command line, checked against the declared type."""
+        """A value from the command line, checked against the declared type (numbers: finite)."""
         try:
-            return PARAM_TYPES[self.type](text)
+            value = PARAM_TYPES[self.type](text)
         except ValueError:
-            raise UserError(f"parameter {self.name}: {text!r} is not {_TYPE_NAMES[PARAM_TYPES[self.type]]}") from None
+            value = None
+        if value is None or (self.type == "float" and not math.isfinite(value)):
+            raise UserError(f"parameter {self.name}: {text!r} is not {_TYPE_NAMES[PARAM_TYPES[self.type]]}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -181,7 +185,7 @@ class Testcase:
     name: str
     description: str
     source: str  # C file, relative to testcases/
-    timeout_s: float = field(default=120.0, metadata={"min": 1})
+    timeout_s: float = field(default=120.0, metadata={"min": 1, "max": 86400})
     needs: tuple[str, ...] = ()
     kind: str = field(default="deterministic", metadata=_choices("deterministic", "race"))
     # A fresh guest for every repetition (--repeat), e.g. when a test leaves state behind.
@@ -216,6 +220,15 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class BuildLimits:
+    """[build] in configs/lab.toml."""
+
+    # One kernel build step (make) is killed past this: a hung build must end, and a
+    # 2-core host needs up to ~10 minutes for the largest tinyconfig kernels.
+    timeout_s: float = field(default=7200.0, metadata={"min": 60, "max": 86400})
+
+
+@dataclass(frozen=True)
 class Plan:
     arches: tuple[str, ...]
     kernels: tuple[str, ...]
@@ -231,6 +244,7 @@ class Lab:
     plan: Plan
     expectations: tuple[Expectation, ...] = ()
     guest_sources: typing.Mapping[str, AptPin] = field(default_factory=dict)  # package -> pin
+    build: BuildLimits = BuildLimits()
 
     def expectation(self, arch: str, kernel: str, testcase: str) -> Expectation | None:
         return next((e for e in self.expectations if e.applies(arch, kernel, testcase)), None)
@@ -250,7 +264,7 @@ class Lab:
 
 # --- generic TOML table -> dataclass conversion -------------------------------------
 
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a finite number", bool: "true or false"}
 
 
 def _convert(value, hint, where: str):
@@ -267,7 +281,9 @@ def _convert(value, hint, where: str):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
         return _from_table(hint, value, where)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # TOML has nan and inf; a deadline of either never fires
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):
         raise ConfigError(f"{where}: expected {_TYPE_NAMES.get(hint, hint)}, got {value!r}")
@@ -291,9 +307,11 @@ def _from_table(cls, table: dict, where: str, **given):
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
-        minimum = f.metadata.get("min")
+        minimum, maximum = f.metadata.get("min"), f.metadata.get("max")
         if minimum is not None and value < minimum:
             raise ConfigError(f"{key}: {value!r} is below the minimum {minimum}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{key}: {value!r} is above the maximum {maximum}")
         values[name] = value
     return cls(**values)
 
@@ -320,8 +338,8 @@ def _rel(path: Path, root: Path) -> str:
 
 def _checked_name(kind: str, name: str, where: str) -> None:
     """Names become file and directory names in runs and caches: one pattern for all."""
-    if not names.is_valid(name):
-        raise ConfigError(f"{where}: {kind} name {name!r} is not allowed (use {names.RULE})")
+    if not is_valid_name(name):
+        raise ConfigError(f"{where}: {kind} name {name!r} is not allowed (use {NAME_RULE})")
 
 
 def load_arch(path: Path, root: Path) -> Arch:
@@ -346,7 +364,8 @@ def load_testcase(path: Path, root: Path) -> Testcase:
             raise ConfigError(f"{where}.params.{name}: expected a table with type, default, description")
         param = _from_table(Param, spec, f"{where}.params.{name}", name=name)
         wanted = PARAM_TYPES[param.type]
-        if param.default is not None and (not isinstance(param.default, wanted) or isinstance(param.default, bool)):
+        if param.default is not None and (not isinstance(param.default, wanted) or isinstance(param.default, bool)
+                                          or (wanted is float and not math.isfinite(param.default))):
             raise ConfigError(f"{where}.params.{name}.default: {param.default!r} is not {_TYPE_NAMES[wanted]}")
         params[name] = param
     case = _from_table(Testcase, table, where, name=path.stem, params=params)
@@ -381,9 +400,10 @@ def load_lab(root: Path | None = None) -> Lab:
     lab_toml = root / "configs" / "lab.toml"
     where = _rel(lab_toml, root)
     data = _read_toml(lab_toml, root)
-    unknown = sorted(set(data) - {"plan", "kernels", "expect", "guest_sources"})
+    tables = ("plan", "kernels", "expect", "guest_sources", "build")
+    unknown = sorted(set(data) - set(tables))
     if unknown:
-        raise ConfigError(f"{where}: unknown table '{unknown[0]}' (allowed: plan, kernels, expect, guest_sources)")
+        raise ConfigError(f"{where}: unknown table '{unknown[0]}' (allowed: {', '.join(tables)})")
     kernels_table = data.get("kernels", {})
     if not isinstance(kernels_table, dict):
         raise ConfigError(f"{where}: [kernels] must be a table of kernel names")
@@ -409,7 +429,8 @@ def load_lab(root: Path | None = None) -> Lab:
     expectations = tuple(_expectation(t, f"{where}: expect[{i}]", arches, kernels, testcases)
                          for i, t in enumerate(expect_tables))
     return Lab(root=root, arches=arches, kernels=kernels, testcases=testcases, plan=plan,
-               expectations=expectations, guest_sources=_guest_sources(data.get("guest_sources"), where))
+               expectations=expectations, guest_sources=_guest_sources(data.get("guest_sources"), where),
+               build=_convert(data.get("build", {}), BuildLimits, f"{where}: build"))
 
 
 def _guest_sources(table, where: str) -> dict[str, AptPin]:

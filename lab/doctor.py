@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from dataclasses import dataclass
 
+from lab import procs
 from lab.cache import cache_root
 from lab.config import Lab
 from lab.errors import UserError
@@ -28,8 +28,7 @@ class Check:
 
 
 def _installed(package: str) -> bool:
-    out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True,
-                         stdin=subprocess.DEVNULL, check=False).stdout
+    out = procs.probe(["dpkg-query", "-W", "-f=${Status}", package]).stdout
     return "install ok installed" in out
 
 

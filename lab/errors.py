@@ -38,6 +38,10 @@ class BuildError(InfraError):
     """A kernel, image or testcase build failed; the message names log and first error."""
 
 
+class BuildTimeout(BuildError):
+    """A build step ran past its deadline and was killed: never a cached, deterministic failure."""
+
+
 class ArchiveError(BuildError):
     """Debian's archive kept failing (5xx, timeouts, resets) while fetching a pinned package."""
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import procs
 from lab.apt import SOURCE, Offer, SourcePackage, resolve, source_package
 from lab.buildlog import jobs, run_logged
 from lab.cache import Entry, content_key
@@ -153,8 +153,7 @@ def _assemble(lab: Lab, arch: Arch, userland: Path, entry: Entry) -> None:
 
 
 def _public_key(private_key: Path) -> str:
-    out = subprocess.run(["dropbearkey", "-y", "-f", str(private_key)], capture_output=True, text=True,
-                         check=False, stdin=subprocess.DEVNULL).stdout
+    out = procs.probe(["dropbearkey", "-y", "-f", str(private_key)]).stdout
     for line in out.splitlines():
         if line.startswith("ssh-ed25519 "):
             return " ".join(line.split()[:2])

@@ -12,7 +12,7 @@ from typing import Callable
 from lab.buildlog import first_error_line, jobs, run_logged
 from lab.cache import Entry, content_key
 from lab.config import Arch, KernelSource, Lab
-from lab.errors import BuildError
+from lab.errors import BuildError, BuildTimeout
 from lab.sources import resolve, source_tree
 from lab.toolchain import Compiler, compiler_for, known_miscompile, require_tool
 
@@ -142,13 +142,14 @@ def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, entry
         progress(f"building {what} (log: {log})")
         compiling = False  # only a failure of the image build itself is deterministic
         try:
-            run_logged(make + ["tinyconfig"], log, what=f"{what}: make tinyconfig")
+            limit = lab.build.timeout_s
+            run_logged(make + ["tinyconfig"], log, what=f"{what}: make tinyconfig", timeout_s=limit)
             wanted: dict[str, str] = {}
             for fragment in _fragments(lab, arch):
                 wanted.update(parse_fragment(fragment.read_text()))
             dot_config = build / ".config"
             dot_config.write_text(merge_fragments(dot_config.read_text(), wanted))
-            run_logged(make + ["olddefconfig"], log, what=f"{what}: make olddefconfig")
+            run_logged(make + ["olddefconfig"], log, what=f"{what}: make olddefconfig", timeout_s=limit)
             defined = defined_symbols(tree, arch.kernel.arch_dir)
             unknown = sorted(set(wanted) - defined)
             if unknown:
@@ -159,7 +160,10 @@ def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, entry
                 raise BuildError(f"{what}: config options did not take effect (unmet dependencies?): "
                                  f"{', '.join(unmet)} (config: {dot_config}; log: {log})")
             compiling = True
-            run_logged(make + [arch.kernel.image_target], log, what=f"{what}: make {arch.kernel.image_target}")
+            run_logged(make + [arch.kernel.image_target], log, what=f"{what}: make {arch.kernel.image_target}",
+                       timeout_s=limit)
+        except BuildTimeout:
+            raise  # the host was slow or the build hung: not a property of these inputs
         except BuildError:
             error = first_error_line(log.read_text(errors="replace")) if compiling else None
             if error is None or "***" in error:

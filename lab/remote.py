@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shlex
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,9 @@ import invoke
 import paramiko
 from paramiko.hostkeys import HostKeyEntry
 
+from lab import procs
 from lab.cache import Entry, cache_root
-from lab.errors import SshError
+from lab.errors import InfraError, SshError
 from lab.toolchain import require_tool
 
 
@@ -31,8 +31,9 @@ def client_key() -> tuple[Path, str]:
         if not private.is_file():
             require_tool("ssh-keygen", "openssh-client")
             private.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "qemu-lab", "-f", str(private)],
-                           check=True, stdin=subprocess.DEVNULL)
+            made = procs.probe(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "qemu-lab", "-f", str(private)])
+            if made.returncode != 0:
+                raise InfraError(f"ssh-keygen could not make the lab's client key {private}: {made.stderr.strip()}")
         private.chmod(0o600)
     public = Path(f"{private}.pub").read_text().strip()
     return private, public

@@ -19,12 +19,17 @@ from lab.errors import RunDataError, UserError
 from lab.results import CellResult, Journal
 
 
+MAX_SHARDS = 1000
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """"I/N" with 1 <= I <= N."""
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
         raise UserError(f"--shard {text!r}: expected I/N, e.g. 2/3") from None
+    if not 1 <= count <= MAX_SHARDS:
+        raise UserError(f"--shard {text!r}: N must be between 1 and {MAX_SHARDS}")
     if not 1 <= index <= count:
         raise UserError(f"--shard {text!r}: I must be between 1 and N")
     return index, count

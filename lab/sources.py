@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import functools
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from lab import apt
+from lab import apt, procs
 from lab.buildlog import run_logged
 from lab.cache import Entry, content_key, file_digest
 from lab.config import KernelSource
@@ -42,8 +41,7 @@ def _installed_tarball(source: KernelSource) -> Path:
 
 def _git_commit(source: KernelSource) -> str:
     require_tool("git", "git")
-    proc = subprocess.run(["git", "-C", source.git, "rev-parse", "--verify", f"{source.ref}^{{commit}}"],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    proc = procs.probe(["git", "-C", source.git, "rev-parse", "--verify", f"{source.ref}^{{commit}}"])
     if proc.returncode != 0:
         raise UserError(f"kernel {source.name}: no commit '{source.ref}' in git tree {source.git}")
     return proc.stdout.strip()
@@ -65,8 +63,7 @@ def resolve(source: KernelSource) -> ResolvedSource:
     tarball = _installed_tarball(source)
     description = str(tarball)
     if source.debian_package:
-        version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", source.debian_package], capture_output=True,
-                                 text=True, stdin=subprocess.DEVNULL, check=False).stdout.strip()
+        version = procs.probe(["dpkg-query", "-W", "-f=${Version}", source.debian_package]).stdout.strip()
         description = f"{source.debian_package} {version or '(version unknown)'} ({tarball})"
     # The bare sha256 (no prefix) keeps kernel cache keys of tarball sources stable.
     return ResolvedSource(file_digest(tarball), description, str(tarball))
@@ -87,18 +84,17 @@ def source_tree(source: KernelSource, progress: Progress) -> Path:
     return entry.path
 
 
+# --force-local: a tarball path with a ':' in it is a file here, never "host:path" for rsh.
+TAR_EXTRACT = ("tar", "--force-local", "-xf")
+
+
 def _unpack(source: KernelSource, pinned: str, work: Path, log: Path) -> None:
     what = f"unpacking kernel {source.name}"
     if source.git:
         commit = pinned
-        with log.open("ab") as fh:
-            git = subprocess.Popen(["git", "-C", source.git, "archive", "--format=tar", commit],
-                                   stdout=subprocess.PIPE, stderr=fh, stdin=subprocess.DEVNULL)
-            tar = subprocess.run(["tar", "-x", "-C", str(work)], stdin=git.stdout, stderr=fh, check=False)
-            git.stdout.close()
-            git.wait()
-        if git.returncode or tar.returncode:
-            raise BuildError(f"{what}: git archive {commit[:12]} | tar failed (log: {log})")
+        # A fixed script; the tree, commit and directory are its arguments, never part of it.
+        run_logged(["bash", "-c", 'set -o pipefail; git -C "$1" archive --format=tar "$2" | tar -x -C "$3"',
+                    "git-archive", source.git, commit, str(work)], log, what=f"{what}: git archive {commit[:12]}")
         return
     if source.apt_pin:
         debs = work.parent / f"{work.name}-deb"
@@ -110,8 +106,8 @@ def _unpack(source: KernelSource, pinned: str, work: Path, log: Path) -> None:
             tarball = debs / "root" / "usr" / "src" / f"{source.debian_package}.tar.xz"
             if not tarball.is_file():
                 raise BuildError(f"{what}: {deb.name} has no usr/src/{source.debian_package}.tar.xz")
-            run_logged(["tar", "-xf", str(tarball), "-C", str(work), "--strip-components=1"], log, what=what)
+            run_logged([*TAR_EXTRACT, str(tarball), "-C", str(work), "--strip-components=1"], log, what=what)
         finally:
             shutil.rmtree(debs, ignore_errors=True)
         return
-    run_logged(["tar", "-xf", pinned, "-C", str(work), "--strip-components=1"], log, what=what)
+    run_logged([*TAR_EXTRACT, pinned, "-C", str(work), "--strip-components=1"], log, what=what)

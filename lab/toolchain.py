@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import shutil
-import subprocess
 from dataclasses import dataclass
 
+from lab import procs
 from lab.config import Arch
 from lab.errors import MissingToolError
 
@@ -31,7 +31,7 @@ class Compiler:
 
 @functools.cache
 def _gcc_version(gcc: str) -> str:
-    out = subprocess.run([gcc, "--version"], capture_output=True, text=True, check=False).stdout
+    out = procs.probe([gcc, "--version"]).stdout
     return out.splitlines()[0] if out else "unknown"
 
 
@@ -55,6 +55,5 @@ def qemu_binary(arch: Arch) -> str:
 @functools.cache
 def qemu_version(binary: str) -> str:
     """First line of `qemu-system-X --version` (recorded with every result)."""
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False,
-                         stdin=subprocess.DEVNULL).stdout
+    out = procs.probe([binary, "--version"]).stdout
     return out.splitlines()[0] if out else "unknown"

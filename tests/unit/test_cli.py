@@ -200,3 +200,20 @@ def test_bad_extra_args_are_a_usage_error(fake_host, capsys, extra, complaint):
     with pytest.raises(SystemExit) as exc:
         main(["run", "--dry-run", f"--extra-args={extra}"])
     assert exc.value.code == 2 and complaint in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, complaint", [
+    (["--timeout-factor", "inf"], "'inf' must be a number above 0 and at most 100"),
+    (["--timeout-factor", "nan"], "'nan' must be a number above 0 and at most 100"),
+    (["-j", "100000"], "'100000' must be between 1 and 64"),
+    (["--repeat", "99999999"], "must be between 1 and 10000"),
+])
+def test_non_finite_and_unbounded_options_are_refused(fake_host, capsys, option, complaint):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--dry-run", *option])
+    assert exc.value.code == 2 and complaint in capsys.readouterr().err
+
+
+def test_shard_count_is_bounded(fake_host, capsys):
+    assert main(["run", "--dry-run", "--shard", "1/99999999"]) == 2
+    assert "--shard '1/99999999': N must be between 1 and 1000" in capsys.readouterr().err

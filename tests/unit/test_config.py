@@ -138,3 +138,30 @@ def test_names_that_become_paths_follow_one_pattern(repo_copy):
     shutil.copy(repo_copy / "testcases/swp_exclusive.toml", repo_copy / "testcases/swp;x.toml")
     with pytest.raises(ConfigError, match=r"testcases/swp;x.toml: testcase name 'swp;x' is not allowed"):
         load_lab(repo_copy)
+
+
+@pytest.mark.parametrize("old, new, complaint", [
+    ("boot_timeout_s = ", "boot_timeout_s = nan #", "guest.boot_timeout_s: expected a finite number, got nan"),
+    ("boot_timeout_s = ", "boot_timeout_s = inf #", "guest.boot_timeout_s: expected a finite number, got inf"),
+    ("boot_timeout_s = ", "boot_timeout_s = 1e9 #", "guest.boot_timeout_s: 1000000000.0 is above the maximum 3600"),
+    ("memory_mib = 512", "memory_mib = 999999", "qemu.memory_mib: 999999 is above the maximum 16384"),
+])
+def test_non_finite_and_out_of_range_numbers_are_refused(repo_copy, old, new, complaint):
+    _edit(repo_copy / "configs/arches/i386-pae.toml", old, new)
+    with pytest.raises(ConfigError, match="configs/arches/i386-pae.toml." + complaint.replace(".", r"\.")):
+        load_lab(repo_copy)
+
+
+def test_non_finite_parameters_and_build_limits_are_refused(repo_copy):
+    from lab.config import param_overrides
+    cases = [LAB.testcases["odirect_swapout"]]
+    for bad in ("nan", "inf", "-inf", "NaN"):
+        with pytest.raises(UserError, match=rf"parameter duration: '{bad}' is not a finite number"):
+            param_overrides(cases, [f"duration={bad}"])
+    _edit(repo_copy / "testcases/odirect_swapout.toml", "default = 30.0", "default = nan")
+    with pytest.raises(ConfigError, match=r"params.duration.default: nan is not a finite number"):
+        load_lab(repo_copy)
+    _edit(repo_copy / "testcases/odirect_swapout.toml", "default = nan", "default = 30.0")
+    (repo_copy / "configs/lab.toml").write_text((repo_copy / "configs/lab.toml").read_text() + "\n[build]\ntimeout_s = inf\n")
+    with pytest.raises(ConfigError, match=r"configs/lab.toml: build.timeout_s: expected a finite number, got inf"):
+        load_lab(repo_copy)

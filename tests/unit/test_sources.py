@@ -92,3 +92,14 @@ def test_one_line_sources_list():
                                 "deb-src http://mirror.example/debian bookworm main\n")
     assert entries == [{"Types": "deb", "URIs": "http://mirror.example/debian", "Suites": "bookworm",
                         "Components": "main contrib"}]
+
+
+def test_a_tarball_path_with_a_colon_is_a_local_file(tmp_path, isolated_cache, monkeypatch):
+    (tmp_path / "src" / "linux-6.99").mkdir(parents=True)
+    (tmp_path / "src" / "linux-6.99" / "Makefile").write_text("VERSION = 6\n")
+    odd = tmp_path / "host:dir"  # without --force-local, tar would ask rsh for "host"
+    odd.mkdir()
+    subprocess.run(["tar", "-cJf", str(odd / "linux.tar.xz"), "-C", str(tmp_path / "src"), "linux-6.99"], check=True)
+    monkeypatch.chdir(tmp_path)
+    tree = source_tree(KernelSource(name="colon", tarball="host:dir/linux.tar.xz"), lambda _: None)
+    assert (tree / "Makefile").read_text() == "VERSION = 6\n"
