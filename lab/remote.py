@@ -89,8 +89,12 @@ class Remote:
             raise SshError(f"unusable pinned host key {host_key!r}")
         client.get_host_keys().add(f"[127.0.0.1]:{port}", entry.key.get_name(), entry.key)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        # The user's ~/.ssh/config and ~/.fabric.* (agent forwarding, ProxyJump, other
+        # keys) have no say over a guest connection: lazy config, an empty SSH config.
+        config = fabric.Config(lazy=True, ssh_config=paramiko.SSHConfig())
         self.conn = fabric.Connection(
-            "127.0.0.1", user="root", port=port, connect_timeout=int(timeout_s),
+            "127.0.0.1", user="root", port=port, config=config, gateway=False, forward_agent=False,
+            connect_timeout=int(timeout_s),
             connect_kwargs={"key_filename": str(key_file), "look_for_keys": False, "allow_agent": False,
                             "banner_timeout": timeout_s, "auth_timeout": timeout_s},
         )
