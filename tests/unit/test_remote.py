@@ -19,5 +19,5 @@ def test_the_users_ssh_and_fabric_configs_have_no_say(tmp_path, monkeypatch):
     assert conn.gateway is False and conn.forward_agent is False
     assert dict(conn.ssh_config) == {"hostname": "127.0.0.1"}, "nothing from ~/.ssh/config"
     assert conn.connect_kwargs["allow_agent"] is False and conn.connect_kwargs["look_for_keys"] is False
-    assert conn.connect_kwargs["key_filename"] == str(tmp_path / "key")
+    assert conn.connect_kwargs["key_filename"] == [str(tmp_path / "key")], "no IdentityFile from ~/.ssh/config"
     assert isinstance(conn.client.get_host_keys().lookup("[127.0.0.1]:10022")["ssh-ed25519"], paramiko.PKey)
