@@ -17,15 +17,19 @@ from pathlib import Path
 
 import pexpect
 
-READY_MARKER = "qemu-lab: READY"
-_BOOT_FAILED = re.compile(r"qemu-lab: BOOT-FAILED: [^\n]*\n")
+from lab.capture import BoundedOutput
 
-_PANIC = re.compile(r"Kernel panic - not syncing[^\n]*\n")
-# Lines that mean the kernel reported a problem, whatever the test said.
+READY_MARKER = "qemu-lab: READY"
+_BOOT_FAILED = "qemu-lab: BOOT-FAILED: "
+_PANIC = "Kernel panic - not syncing"
+# Lines that mean the kernel reported a problem, whatever the test said. Guest output
+# is untrusted and lines can be megabytes long: every alternative runs in linear time
+# (no unbounded repeat that can fail late and backtrack).
 _KERNEL_PROBLEM = re.compile(
-    r"Kernel panic - not syncing|\bBUG: |\bOops\b|\bWARNING: |-+\[ cut here \]-+|"
-    r"Unable to handle kernel|general protection fault|\b(KASAN|KFENCE|UBSAN): |"
-    r"soft lockup|hard LOCKUP|rcu: INFO: .*detected stalls|blocked for more than \d+ seconds"
+    r"Kernel panic - not syncing|\bBUG: |\bOops\b|\bWARNING: |\[ cut here \]|"
+    r"Unable to handle kernel|general protection fault|\b(?:KASAN|KFENCE|UBSAN): |"
+    r"soft lockup|hard LOCKUP|rcu: INFO: \S+ (?:self-)?detected (?:expedited )?stalls?|"
+    r"blocked for more than \d+ seconds"
 )
 
 
@@ -37,14 +41,21 @@ class BootState(Enum):
     EXITED = "exited"  # QEMU ended before the guest was ready
 
 
-def panic_line(text: str, exited: bool = True) -> str | None:
-    """The "Kernel panic - not syncing" line, if the kernel panicked.
+def _complete_line(text: str, start_marker: str, exited: bool) -> str | None:
+    """The line from the first `start_marker` on, once that line is complete (or QEMU has
+    exited), so that a reason is never cut off mid-line. Linear: two str.find calls."""
+    start = text.find(start_marker)
+    if start < 0:
+        return None
+    end = text.find("\n", start)
+    if end < 0 and not exited:
+        return None
+    return text[start:end if end >= 0 else len(text)].strip()
 
-    A line is only judged once complete (or once QEMU has exited), so that the
-    reason is never cut off mid-line.
-    """
-    panic = _PANIC.search(text if not exited else text + "\n")
-    return panic.group(0).strip() if panic else None
+
+def panic_line(text: str, exited: bool = True) -> str | None:
+    """The "Kernel panic - not syncing" line, if the kernel panicked."""
+    return _complete_line(text, _PANIC, exited)
 
 
 def boot_state(text: str, exited: bool) -> tuple[BootState, str]:
@@ -52,9 +63,9 @@ def boot_state(text: str, exited: bool) -> tuple[BootState, str]:
     panic = panic_line(text, exited)
     if panic:
         return BootState.PANIC, panic
-    failed = _BOOT_FAILED.search(text if not exited else text + "\n")
+    failed = _complete_line(text, _BOOT_FAILED, exited)
     if failed:
-        return BootState.FAILED, failed.group(0).strip()
+        return BootState.FAILED, failed
     if READY_MARKER in text:
         return BootState.READY, READY_MARKER
     if exited:
@@ -67,7 +78,7 @@ def kernel_problems(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if _KERNEL_PROBLEM.search(line)]
 
 
-_REPORT_END = re.compile(r"-+\[ end (trace|Kernel panic)[^\]]*\]-+")
+_REPORT_END = re.compile(r"\[ end (?:trace|Kernel panic)[^\]\n]{0,200}\]")
 EXCERPT_MAX_LINES = 80
 
 
@@ -93,15 +104,21 @@ def tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+# A guest may print without end: the log keeps LOG_CAP_BYTES, memory the last
+# MEMORY_KEEP_CHARS (trimmed when it holds twice that). Offsets stay absolute.
+MEMORY_KEEP_CHARS = 8 << 20
+
+
 class Console:
     """Follows a pexpect child's output until EOF."""
 
     def __init__(self, child: pexpect.spawn, log_path: Path):
         self._child = child
-        self._log = log_path.open("ab")
+        self._log = BoundedOutput(log_path, excerpt_bytes=0, append=True)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._chunks: list[str] = []
-        self._length = 0
+        self._length = 0  # characters seen
+        self._dropped = 0  # characters no longer in memory (the oldest)
         self._eof = False
         self._stopping = False
         self._cond = threading.Condition()
@@ -117,12 +134,15 @@ class Console:
                     continue
                 except (pexpect.EOF, OSError, ValueError):
                     break
-                self._log.write(data)
+                self._log.add(data)
                 self._log.flush()
                 text = self._decoder.decode(data).replace("\r", "")
                 with self._cond:
                     self._chunks.append(text)
                     self._length += len(text)
+                    if self._length - self._dropped > 2 * MEMORY_KEEP_CHARS:
+                        kept = "".join(self._chunks)[-MEMORY_KEEP_CHARS:]
+                        self._chunks, self._dropped = [kept], self._length - len(kept)
                     self._cond.notify_all()
         finally:
             with self._cond:
@@ -131,10 +151,15 @@ class Console:
             self._log.close()
 
     def text(self, since: int = 0) -> str:
+        return self.text_and_end(since)[0]
+
+    def text_and_end(self, since: int = 0) -> tuple[str, int]:
+        """The text from offset `since` (what memory still holds of it) and the offset of its end."""
         with self._cond:
             if len(self._chunks) > 1:
                 self._chunks = ["".join(self._chunks)]
-            return self._chunks[0][since:] if self._chunks else ""
+            text = self._chunks[0][max(0, since - self._dropped):] if self._chunks else ""
+            return text, self._length
 
     def offset(self) -> int:
         """A position in the text, to slice what the console printed during a test."""

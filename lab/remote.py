@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import shlex
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import fabric
-import invoke
 import paramiko
 from paramiko.hostkeys import HostKeyEntry
 
 from lab import procs
 from lab.cache import Entry, cache_root
+from lab.capture import BoundedOutput
 from lab.errors import InfraError, SshError
 from lab.toolchain import require_tool
 
@@ -26,11 +27,15 @@ from lab.toolchain import require_tool
 def client_key() -> tuple[Path, str]:
     """The lab's SSH client key (made once per cache, mode 0600) and its public line."""
     private = cache_root() / "keys" / "id_ed25519"
+    # keys/ is private from its creation (before the lock file is made in it), and made
+    # so if an older lab created it with the umask's mode.
+    private.parent.parent.mkdir(parents=True, exist_ok=True)
+    private.parent.mkdir(mode=0o700, exist_ok=True)
+    private.parent.chmod(0o700)
     entry = Entry("keys", "client")
     with entry.lock():
         if not private.is_file():
             require_tool("ssh-keygen", "openssh-client")
-            private.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             made = procs.probe(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "qemu-lab", "-f", str(private)])
             if made.returncode != 0:
                 raise InfraError(f"ssh-keygen could not make the lab's client key {private}: {made.stderr.strip()}")
@@ -69,7 +74,7 @@ def wait_for_banner(port: int, timeout_s: float, alive=lambda: True) -> float:
 @dataclass(frozen=True)
 class CommandResult:
     exit_code: int | None  # None: timed out
-    stdout: str
+    stdout: str  # excerpts (see lab.capture); the full streams are in the log files, if given
     stderr: str
     seconds: float
 
@@ -78,11 +83,44 @@ class CommandResult:
         return self.exit_code is None
 
 
+READ_CHUNK = 1 << 16
+POLL_S = 0.5  # how often a blocked read looks at the deadline
+
+
+class _StepDeadline:
+    """Bounds one SSH step: past `seconds`, the transport is closed, which ends any wait
+    paramiko is in (channel open, exec request, SFTP start); the step then raises SshError."""
+
+    def __init__(self, transport: paramiko.Transport, seconds: float, what: str):
+        self.transport, self.seconds, self.what = transport, seconds, what
+        self.missed = threading.Event()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def _expire(self) -> None:
+        self.missed.set()
+        self.transport.close()
+
+    def __enter__(self) -> "_StepDeadline":
+        self._timer.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._timer.cancel()
+        if self.missed.is_set():
+            raise SshError(f"{self.what}: no answer from the guest within {self.seconds:.0f} s "
+                           f"(it accepts the connection but does not answer)") from None
+        return False
+
+
 class Remote:
-    """An SSH session to one guest."""
+    """An SSH session to one guest. Every step has a deadline: `timeout_s` for each SSH
+    step (open, exec request, SFTP start), the caller's for a command or a push."""
 
     def __init__(self, port: int, host_key: str, key_file: Path, timeout_s: float = 30.0):
         self.port = port
+        self.step_timeout_s = timeout_s
+        self._sftp: paramiko.SFTPClient | None = None
         client = paramiko.SSHClient()
         entry = HostKeyEntry.from_line(f"[127.0.0.1]:{port} {host_key}")
         if entry is None or entry.key is None:
@@ -96,7 +134,8 @@ class Remote:
             "127.0.0.1", user="root", port=port, config=config, gateway=False, forward_agent=False,
             connect_timeout=int(timeout_s),
             connect_kwargs={"key_filename": str(key_file), "look_for_keys": False, "allow_agent": False,
-                            "banner_timeout": timeout_s, "auth_timeout": timeout_s},
+                            "banner_timeout": timeout_s, "auth_timeout": timeout_s,
+                            "channel_timeout": timeout_s},
         )
         self.conn.client = client  # fabric's own client would auto-accept host keys
 
@@ -114,23 +153,64 @@ class Remote:
         except Exception as exc:  # noqa: BLE001 - whatever the SSH stack raises, the guest is unreachable
             raise SshError(f"SSH login to 127.0.0.1:{self.port} failed: {exc}") from None
 
-    def run(self, argv: list[str], timeout_s: float) -> CommandResult:
-        """Run argv (quoted, never a shell string from data) and collect its output."""
+    def _transport(self) -> paramiko.Transport:
+        transport = self.conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise SshError(f"the SSH connection to 127.0.0.1:{self.port} is gone")
+        return transport
+
+    def _step(self, what: str, seconds: float | None = None) -> _StepDeadline:
+        return _StepDeadline(self._transport(), seconds or self.step_timeout_s, what)
+
+    def _start(self, command: str) -> paramiko.Channel:
+        """A channel with `command` started in it (both steps bounded)."""
+        try:
+            with self._step(f"opening an SSH channel for {command!r}"):
+                channel = self._transport().open_session(timeout=self.step_timeout_s)
+            with self._step(f"starting {command!r}"):
+                channel.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SshError(f"starting {command!r} over SSH failed: {type(exc).__name__}: {exc}") from None
+        return channel
+
+    def run(self, argv: list[str], timeout_s: float, stdout_log: Path | None = None,
+            stderr_log: Path | None = None) -> CommandResult:
+        """Run argv (quoted, never a shell string from data); its output goes to the logs
+        (capped) and, as excerpts, into the result. exit_code None: it ran past timeout_s."""
         started = time.monotonic()
         command = shlex.join(argv)
+        out, err = BoundedOutput(stdout_log), BoundedOutput(stderr_log)
         try:
-            result = self.conn.run(command, hide=True, warn=True, timeout=timeout_s, in_stream=False, pty=False)
-        except invoke.exceptions.CommandTimedOut as exc:
-            res = exc.result
-            return CommandResult(None, res.stdout, res.stderr, time.monotonic() - started)
-        except Exception as exc:  # noqa: BLE001 - paramiko, socket and invoke's ThreadException alike
-            raise SshError(f"running {command!r} over SSH failed: {type(exc).__name__}: {exc}") from None
-        # -1: no exit status came back. With the connection gone that is the guest's
-        # doing (infrastructure), not the command's; with it alive, a signal ended the command.
-        transport = self.conn.client.get_transport()
-        if result.exited == -1 and not (transport and transport.is_active()):
+            channel = self._start(command)
+            try:
+                exit_code = self._collect(channel, out, err, started + timeout_s)
+            finally:
+                channel.close()
+        finally:
+            out.close()
+            err.close()
+        if exit_code == -1 and not self.conn.client.get_transport().is_active():
+            # No exit status, and the connection is gone: the guest's doing (infrastructure).
             raise SshError(f"running {command!r}: the SSH connection was lost before the command finished")
-        return CommandResult(result.exited, result.stdout, result.stderr, time.monotonic() - started)
+        return CommandResult(exit_code, out.text(), err.text(), time.monotonic() - started)
+
+    def _collect(self, channel: paramiko.Channel, out: BoundedOutput, err: BoundedOutput,
+                 deadline: float) -> int | None:
+        """Read both streams to their end; the exit status, or None at the deadline."""
+        channel.settimeout(POLL_S)
+        stop = threading.Event()
+        stderr_reader = threading.Thread(target=_pump, args=(channel.recv_stderr, err, stop, deadline), daemon=True)
+        stderr_reader.start()
+        try:
+            if not _pump(channel.recv, out, stop, deadline):
+                return None
+            stderr_reader.join(max(0.0, deadline - time.monotonic()))
+            if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
+                return None if self.conn.client.get_transport().is_active() else -1
+            return channel.recv_exit_status()
+        finally:
+            stop.set()
+            stderr_reader.join(2 * POLL_S)
 
     def check(self, argv: list[str], timeout_s: float = 30.0) -> str:
         """Run a lab-side helper command that must succeed; return its stdout."""
@@ -143,10 +223,17 @@ class Remote:
         return res.stdout
 
     def push(self, local: Path, remote: str, sha256: str, timeout_s: float = 60.0) -> None:
-        """Copy a file over SFTP (with a deadline on every SFTP operation) and verify its sha256 in the guest."""
+        """Copy a file over SFTP (the whole push bounded by timeout_s) and verify its sha256 in the guest."""
         try:
-            self.conn.sftp().get_channel().settimeout(timeout_s)
-            self.conn.put(str(local), remote=remote)
+            with self._step(f"push of {local.name} to {remote}", timeout_s):
+                # One SFTP session per connection, kept open: seen here, closing it and at
+                # once starting the next command made dropbear answer "Channel closed".
+                if self._sftp is None:
+                    self._sftp = paramiko.SFTPClient.from_transport(self._transport())
+                self._sftp.get_channel().settimeout(timeout_s)
+                self._sftp.put(str(local), remote)
+        except SshError:
+            raise
         except Exception as exc:  # noqa: BLE001 - the SFTP layer fails in many ways when the guest dies
             raise SshError(f"push of {local.name} to {remote} failed: {type(exc).__name__}: {exc}") from None
         seen = self.check(["sha256sum", remote], timeout_s).split()
@@ -154,15 +241,13 @@ class Remote:
             raise SshError(f"push of {local.name}: sha256 in the guest is {seen[0] if seen else '?'}, expected {sha256}")
         self.check(["chmod", "0755", remote], timeout_s)
 
-    def start_detached(self, argv: list[str]) -> None:
-        """Start a command without waiting (e.g. power-off, which drops the connection)."""
+    def start_detached(self, argv: list[str], timeout_s: float = 5.0) -> None:
+        """Start a command without waiting for it (e.g. power-off, which drops the connection)."""
         try:
-            transport = self.conn.client.get_transport()
-            if transport is None or not transport.is_active():
-                return
-            channel = transport.open_session(timeout=5.0)
-            channel.exec_command(shlex.join(argv))
-        except (paramiko.SSHException, OSError, EOFError):
+            with self._step(f"starting {argv[0]}", timeout_s):
+                channel = self._transport().open_session(timeout=timeout_s)
+                channel.exec_command(shlex.join(argv))
+        except (SshError, paramiko.SSHException, OSError, EOFError):
             pass  # the guest may already be going down; QEMU is killed after a deadline anyway
 
     def close(self) -> None:
@@ -170,3 +255,20 @@ class Remote:
             self.conn.close()
         except Exception:  # noqa: BLE001 - closing a dead connection must never mask the real error
             pass
+
+
+def _pump(recv, sink: BoundedOutput, stop: threading.Event, deadline: float) -> bool:
+    """Move one stream's bytes into `sink` until its end (True) or the deadline (False)."""
+    while not stop.is_set():
+        try:
+            data = recv(READ_CHUNK)
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                return False
+            continue
+        except (paramiko.SSHException, OSError, EOFError):
+            return True  # the channel or the connection closed: the end of this stream
+        if not data:
+            return True
+        sink.add(data)
+    return True

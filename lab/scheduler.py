@@ -27,6 +27,7 @@ from lab.remote import Remote, client_key, wait_for_banner
 from lab.results import CellResult, Journal, combine_attempts, parse_metrics, status_for_exit
 from lab.testcases import TestcaseBinary, ensure_testcase
 from lab.cache import sha256_file
+from lab.capture import excerpt
 from lab.sources import resolve
 from lab.toolchain import qemu_binary, qemu_version
 
@@ -351,6 +352,9 @@ class Runner:
             return cell, True
         binary = art.binaries[case.name]
         test_timeout = case.timeout_s * self.timeout_factor
+        case_dir = log_dir / case.name / (f"attempt-{attempt}" if self.repeat > 1 else "")
+        case_dir.mkdir(parents=True, exist_ok=True)
+        logs = {name: case_dir / f"{name}.txt" for name in ("stdout", "stderr", "console")}
         offset = guest.console.offset()
         started = time.monotonic()
         healthy = True
@@ -360,18 +364,18 @@ class Runner:
             argv = [remote_path, *case.arguments(self.params.get(case.name, {}))]
             if "blockdev" in case.needs and guest.scratch_disk:
                 argv.append(f"--blockdev={job.arch.guest.blockdev}")
-            result = guest.remote.run(argv, timeout_s=test_timeout)
+            result = guest.remote.run(argv, timeout_s=test_timeout, stdout_log=logs["stdout"],
+                                      stderr_log=logs["stderr"])
         except InfraError as exc:
-            cell.message = str(exc)
+            cell.message = f"{exc} (last console line: {_last_line(guest.console.text(offset))})"
             healthy = False
             result = None
         cell.duration_s = round(time.monotonic() - started, 3)
         cell.timings["test_done_s"] = round(guest.since_start(), 3)
         console_text = guest.console.text(offset)
-        cell.console = console_text
+        cell.console = excerpt(console_text, f"the full console is in {self._rel(console_log)}")
         # Kernel reports since the previous cell of this boot (for the first: since boot).
-        unreported = guest.console.text(guest.reported_offset)
-        guest.reported_offset += len(unreported)
+        unreported, guest.reported_offset = guest.console.text_and_end(guest.reported_offset)
         cell.kernel_messages = kernel_problems(unreported)
         cell.kernel_excerpts = kernel_excerpts(unreported)
         if result is not None:
@@ -388,11 +392,11 @@ class Runner:
             # unless the testcase says that a crash is what it looks for.
             cell.status = "FAIL" if case.crash_is_failure else "ERROR"
             cell.message, healthy = f"guest crashed during the test: {line}", False
-        case_dir = log_dir / case.name / (f"attempt-{attempt}" if self.repeat > 1 else "")
-        case_dir.mkdir(parents=True, exist_ok=True)
-        for name, text in (("stdout", cell.stdout), ("stderr", cell.stderr), ("console", console_text)):
-            (case_dir / f"{name}.txt").write_text(text, encoding="utf-8", errors="replace")
-            cell.logs[f"test_{name}"] = self._rel(case_dir / f"{name}.txt")
+        with logs["console"].open("w", encoding="utf-8", errors="replace") as fh:
+            fh.write(console_text)
+        for name, path in logs.items():
+            if path.exists():
+                cell.logs[f"test_{name}"] = self._rel(path)
         return cell, healthy
 
     def _rel(self, path: Path) -> str:

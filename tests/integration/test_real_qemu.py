@@ -528,6 +528,41 @@ def test_kernel_warning_during_a_passing_test_is_on_the_cell(artifacts, repo_cop
     assert "Kernel reports on the console" in page and "lab_injected_warn" in page
 
 
+FLOOD = r"""
+#include <stdio.h>
+#include <string.h>
+int main(void)
+{
+	static char line[1024];
+	memset(line, 'x', sizeof(line) - 1);
+	line[sizeof(line) - 2] = '\n';
+	for (int i = 0; i < 100 * 1024; i++)  /* 100 MiB */
+		fputs(line, stdout);
+	puts("PASS: printed 100 MiB");
+	return 0;
+}
+"""
+
+
+def test_a_test_printing_100_mib_is_capped_and_reported_in_bounded_space(artifacts, repo_copy, tmp_path):
+    (repo_copy / "testcases/flood.c").write_text(FLOOD)
+    (repo_copy / "testcases/flood.toml").write_text('description = "floods"\nsource = "flood.c"\ntimeout_s = 600\n')
+    out = tmp_path / "run"
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", ARCH, "--kernel", "6.12", "--test", "flood",
+                           "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=900,
+                          env={**os.environ, "LAB_ROOT": str(repo_copy)})
+    took = time.monotonic() - started
+    print(proc.stdout[-3000:], proc.stderr[-3000:], f"lab run took {took:.0f} s")
+    (cell,) = json.loads((out / "results.json").read_text())["cells"]
+    assert cell["status"] == "PASS" and cell["message"] == "PASS: printed 100 MiB"
+    assert len(cell["stdout"]) < 100_000 and "bytes cut here; the full output is in stdout.txt" in cell["stdout"]
+    log = (out / "logs/i386-pae/6.12/flood/stdout.txt").read_bytes()
+    assert (64 << 20) <= len(log) < (64 << 20) + 200 and log.endswith(b"more bytes were not kept]\n")
+    for report in ("results.json", "journal.jsonl", "junit.xml", "cells/i386-pae__6.12__flood.html"):
+        assert (out / report).stat().st_size < 1_000_000, report
+
+
 def test_testcase_that_does_not_compile_for_one_arch(artifacts, repo_copy, tmp_path):
     (repo_copy / "testcases/picky.c").write_text(
         "#ifdef __x86_64__\n#error picky does not build for x86_64\n#endif\n"

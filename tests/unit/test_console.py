@@ -1,10 +1,13 @@
 """Console classification on canned logs, and the follower on a real pty."""
 
+import time
 from pathlib import Path
 
 import pexpect
+import pytest
 
-from lab.console import READY_MARKER, BootState, Console, boot_state, kernel_problems, panic_line
+from lab.console import (READY_MARKER, BootState, Console, boot_state, kernel_excerpts, kernel_problems,
+                         panic_line)
 
 DATA = Path(__file__).parent / "data"
 
@@ -98,3 +101,55 @@ def test_lines_are_judged_only_when_complete():
         BootState.PANIC, "Kernel panic - not syncing: Attempted to kill init!")
     assert boot_state(partial, exited=True) == (BootState.PANIC, "Kernel panic - not syncing: A")
     assert boot_state("qemu-lab: BOOT-FAILED: drop", exited=False)[0] is BootState.BOOTING
+
+
+@pytest.mark.parametrize("line", [
+    "rcu: INFO: " * 20000,  # was quadratic: each start re-scanned the rest of the line
+    "-" * 200000,
+    "[ end trace " * 20000,
+    "Kernel panic - not syncing" * 20000,
+    "qemu-lab: BOOT-FAILED: " * 20000,
+])
+def test_kernel_message_patterns_take_linear_time_on_long_lines(line):
+    # A complexity check with a wide margin (quadratic takes minutes here), not a benchmark.
+    started = time.monotonic()
+    kernel_problems(line + "\n")
+    kernel_excerpts(line + "\n")
+    boot_state(line, exited=False)
+    panic_line(line, exited=False)
+    assert time.monotonic() - started < 2.0
+
+
+def test_the_patterns_still_find_what_they_are_for():
+    assert kernel_problems("[  1.0] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:\n"
+                           "[  2.0] ------------[ cut here ]------------\n"
+                           "[  3.0] rcu: INFO: rcu_preempt self-detected stall on CPU\n") == [
+        "[  1.0] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:",
+        "[  2.0] ------------[ cut here ]------------",
+        "[  3.0] rcu: INFO: rcu_preempt self-detected stall on CPU"]
+    assert panic_line("x\nKernel panic - not syncing: Attempted to kill init!", exited=False) is None
+    assert panic_line("x\nKernel panic - not syncing: Attempted to kill init!\n", exited=False) == \
+        "Kernel panic - not syncing: Attempted to kill init!"
+    assert boot_state("qemu-lab: BOOT-FAILED: no swap\n", exited=False) == (BootState.FAILED,
+                                                                             "qemu-lab: BOOT-FAILED: no swap")
+
+
+def test_a_console_that_never_stops_is_capped_in_the_log_and_in_memory(tmp_path, monkeypatch):
+    from lab import capture, console as console_module
+    monkeypatch.setattr(capture, "LOG_CAP_BYTES", 1 << 20)
+    monkeypatch.setattr(console_module, "MEMORY_KEEP_CHARS", 256 << 10)
+    log = tmp_path / "console.log"
+    # 8 MiB of console output, then a last line.
+    child = pexpect.spawn("sh", ["-c", "head -c 8388608 /dev/zero | tr '\\0' x; printf '\\nlast line\\n'"],
+                          timeout=None)
+    console = Console(child, log)
+    assert console.wait_eof(60)
+    console.stop()
+    child.close()
+    text, end = console.text_and_end(0)
+    assert end == (8 << 20) + len("\nlast line\n")
+    assert len(text) <= 2 * (256 << 10) and text.endswith("x\nlast line\n")
+    assert console.text(end - 5) == "line\n", "offsets stay absolute after the oldest text is dropped"
+    data = log.read_bytes()  # raw bytes from the pty: each "\n" came as "\r\n"
+    assert len(data) < (1 << 20) + 200
+    assert data.endswith(b"[qemu-lab: output cut at 1048576 bytes; 7340045 more bytes were not kept]\n")

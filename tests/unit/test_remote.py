@@ -1,7 +1,17 @@
 """SSH to guests, without a guest: what the connection is configured from, and deadlines."""
 
-import paramiko
+import re
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
 
+import paramiko
+import pytest
+
+from lab import capture
+from lab.errors import SshError
 from lab.remote import Remote
 
 GUEST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -21,3 +31,122 @@ def test_the_users_ssh_and_fabric_configs_have_no_say(tmp_path, monkeypatch):
     assert conn.connect_kwargs["allow_agent"] is False and conn.connect_kwargs["look_for_keys"] is False
     assert conn.connect_kwargs["key_filename"] == [str(tmp_path / "key")], "no IdentityFile from ~/.ssh/config"
     assert isinstance(conn.client.get_host_keys().lookup("[127.0.0.1]:10022")["ssh-ed25519"], paramiko.PKey)
+
+
+# --- a fake guest sshd that authenticates, then stalls at one step -------------------------
+
+def _keypair(tmp_path, name):
+    path = tmp_path / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path, " ".join(Path(f"{path}.pub").read_text().split()[:2])
+
+
+class FakeGuestSshd(paramiko.ServerInterface):
+    """Accepts the lab's login; then never answers at `stall` ("open", "exec", "sftp"), or
+    runs every command as `output` bytes on stdout and exit status 0."""
+
+    def __init__(self, stall: str = "", output: int = 0):
+        self.stall, self.output = stall, output
+        self.release = threading.Event()
+
+    def get_allowed_auths(self, username):
+        return "publickey"
+
+    def check_auth_publickey(self, username, key):
+        return paramiko.AUTH_SUCCESSFUL
+
+    def check_channel_request(self, kind, chanid):
+        if self.stall == "open":
+            self.release.wait(60)
+        return paramiko.OPEN_SUCCEEDED
+
+    def check_channel_exec_request(self, channel, command):
+        if self.stall == "exec":
+            self.release.wait(60)
+            return False
+        threading.Thread(target=self._answer, args=(channel,), daemon=True).start()
+        return True
+
+    def _answer(self, channel):
+        block = b"0123456789abcdef" * 4096
+        sent = 0
+        while sent < self.output:
+            channel.sendall(block[:self.output - sent])
+            sent += min(len(block), self.output - sent)
+        channel.sendall_stderr(b"done\n")
+        channel.send_exit_status(0)
+        channel.close()
+
+    def check_channel_subsystem_request(self, channel, name):
+        if self.stall == "sftp":
+            self.release.wait(60)
+        return False
+
+
+@pytest.fixture
+def fake_guest(tmp_path):
+    host_key, host_public = _keypair(tmp_path, "host")
+    client_key, _ = _keypair(tmp_path, "client")
+    listener = socket.create_server(("127.0.0.1", 0))
+    servers = []
+
+    def start(server):
+        def serve():
+            conn, _ = listener.accept()
+            transport = paramiko.Transport(conn)
+            transport.add_server_key(paramiko.Ed25519Key.from_private_key_file(str(host_key)))
+            transport.start_server(server=server)
+            servers.append(transport)
+        threading.Thread(target=serve, daemon=True).start()
+        remote = Remote(listener.getsockname()[1], host_public, client_key, timeout_s=1.0)
+        remote.connect()
+        return remote
+
+    yield start
+    for transport in servers:
+        transport.close()
+    listener.close()
+
+
+@pytest.mark.parametrize("stall, step", [("open", "opening an SSH channel for 'true'"), ("exec", "starting 'true'")])
+def test_a_guest_that_stops_answering_at_a_command_step_is_an_ssh_error_at_the_deadline(fake_guest, stall, step):
+    server = FakeGuestSshd(stall=stall)
+    remote = fake_guest(server)
+    started = time.monotonic()
+    with pytest.raises(SshError, match=re.escape(step) + ": no answer from the guest within 1 s"):
+        remote.run(["true"], timeout_s=600)
+    assert time.monotonic() - started < 10
+    server.release.set()
+
+
+def test_a_guest_that_never_starts_sftp_fails_the_push_at_its_deadline(fake_guest, tmp_path):
+    server = FakeGuestSshd(stall="sftp")
+    remote = fake_guest(server)
+    (tmp_path / "binary").write_bytes(b"x")
+    started = time.monotonic()
+    with pytest.raises(SshError, match="push of binary to /tmp/binary: no answer from the guest within 2 s"):
+        remote.push(tmp_path / "binary", "/tmp/binary", "0" * 64, timeout_s=2)
+    assert time.monotonic() - started < 10
+    server.release.set()
+
+
+def test_power_off_does_not_wait_for_a_guest_that_stopped_answering(fake_guest):
+    server = FakeGuestSshd(stall="exec")
+    remote = fake_guest(server)
+    started = time.monotonic()
+    remote.start_detached(["poweroff", "-f"], timeout_s=1)
+    assert time.monotonic() - started < 5
+    server.release.set()
+
+
+def test_output_is_logged_up_to_the_cap_and_only_an_excerpt_is_kept(fake_guest, tmp_path, monkeypatch):
+    monkeypatch.setattr(capture, "LOG_CAP_BYTES", 1 << 20)
+    remote = fake_guest(FakeGuestSshd(output=5 << 20))
+    result = remote.run(["flood"], timeout_s=120, stdout_log=tmp_path / "stdout.txt", stderr_log=tmp_path / "stderr.txt")
+    assert result.exit_code == 0 and result.stderr == "done\n"
+    cut = (5 << 20) - 2 * capture.EXCERPT_BYTES
+    assert len(result.stdout) < 2 * capture.EXCERPT_BYTES + 200
+    assert f"[qemu-lab: {cut} bytes cut here; the full output is in stdout.txt (its first 1 MiB)]" in result.stdout
+    log = (tmp_path / "stdout.txt").read_bytes()
+    assert len(log) < (1 << 20) + 200 and log.endswith(b"[qemu-lab: output cut at 1048576 bytes; "
+                                                        b"4194304 more bytes were not kept]\n")
