@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -52,6 +53,31 @@ def file_digest(path: Path) -> str:
     return value
 
 
+_BUILD_DIR = re.compile(r".+\.tmp-(\d+)(?:-.*)?")
+
+
+def sweep_abandoned_builds(directory: Path) -> list[Path]:
+    """Remove the work directories (<key>.tmp-<pid>...) of builds whose process is gone,
+    e.g. a lab killed mid-build; returns what was removed."""
+    removed = []
+    for path in directory.glob("*.tmp-*"):
+        match = _BUILD_DIR.fullmatch(path.name)
+        if match and path.is_dir() and not path.is_symlink() and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Entry:
     """One cache entry: cache_root()/<kind>/<key>/ with a meta.json when complete."""
 
@@ -83,6 +109,7 @@ class Entry:
     @contextlib.contextmanager
     def building(self) -> Iterator[Path]:
         """A fresh work directory; on success the caller calls publish()."""
+        sweep_abandoned_builds(self.path.parent)
         work = self.path.parent / f"{self.key}.tmp-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)

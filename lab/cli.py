@@ -7,18 +7,23 @@ error or ERROR (the lab could not get an answer); 130/143 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import shlex
 import signal
 import socket
 import sys
+import tempfile
 import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 from lab import config as cfg
-from lab import doctor, shard
+from lab import doctor, runfile, shard
 from lab.errors import InfraError, LabError, UserError
 from lab.images import built_image, ensure_image, planned_initrd, resolved_sources, source_states
 from lab.kernels import ensure_kernel, kernel_entry
@@ -99,9 +104,6 @@ def _color_wanted() -> bool:
 # --- commands ------------------------------------------------------------------------
 
 
-RUN_PLAN = "run.json"  # written first, so an interrupted run can be resumed
-
-
 def _new_plan(lab: cfg.Lab, args) -> dict:
     """The run's plan; with --shard, "jobs" is this shard's part of the full plan in "plan"."""
     arches, kernels, tests = _selection(lab, args)
@@ -122,14 +124,35 @@ def _resumed_plan(lab: cfg.Lab, args, out: Path) -> dict:
     given += ["param"] * bool(args.param) + ["repeat"] * (args.repeat != 1)
     if given:
         raise UserError(f"--resume continues a run as it was planned: drop --{given[0]}")
-    try:
-        plan = json.loads((out / RUN_PLAN).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"--resume {out}: no readable {RUN_PLAN} ({exc}); is this a run directory?") from None
+    plan = runfile.read(out)
     for arch, kernel in plan["jobs"]:
         if arch not in lab.arches or kernel not in lab.kernels:
             raise UserError(f"--resume {out}: the run has {arch}/{kernel}, which configs/ no longer declare")
+    unknown = [t for t in plan["testcases"] if t not in lab.testcases]
+    if unknown:
+        raise UserError(f"--resume {out}: the run has testcase {unknown[0]}, which testcases/ no longer declares")
     return plan
+
+
+@contextlib.contextmanager
+def _run_directory(out: Path, resume: bool) -> Iterator[None]:
+    """Hold `out` for this run: a directory that holds a run already is refused unless
+    resumed, and a second lab writing into it at the same time is refused."""
+    if not resume and (out / runfile.RUN_PLAN).exists():
+        raise UserError(f"--out {out}: already holds a run ({runfile.RUN_PLAN}); continue it with "
+                        f"--resume {out}, or give another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            raise UserError(f"{out}: another lab run (pid {holder}) is writing this directory") from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
 
 
 def _jobs_of(lab: cfg.Lab, plan: dict, done: set) -> list:
@@ -146,7 +169,7 @@ def cmd_run(args) -> int:
     lab = cfg.load_lab()
     out = Path(args.resume) if args.resume else _out_dir(args.out)
     plan = _resumed_plan(lab, args, out) if args.resume else _new_plan(lab, args)
-    _check_host(lab, plan["arches"])
+    _check_host(lab, list(dict.fromkeys(arch for arch, _ in plan["jobs"])))
     baseline = _baseline(args)
     journal_path = out / "journal.jsonl"
     done = {c.key for c in Journal.read(journal_path)} if args.resume else set()
@@ -165,7 +188,14 @@ def cmd_run(args) -> int:
         return 0
 
     # Only now does the run leave anything on disk (--dry-run above creates nothing).
-    journal = Journal(journal_path)
+    with _run_directory(out, resume=bool(args.resume)):
+        return _run_and_report(lab, args, out, plan, jobs, done, baseline)
+
+
+def _run_and_report(lab: cfg.Lab, args, out: Path, plan: dict, jobs: list, done: set,
+                    baseline: list | None) -> int:
+    """Run the jobs and write the reports: of every cell that finished, whatever stops the run."""
+    journal = Journal(out / "journal.jsonl")
     progress = Progress(guests=running)
     # A resumed run keeps its run.json (id, start time, plan); a new one writes it first.
     meta = {"run_id": out.name, "started": _now(), "host": socket.gethostname(), **plan,
@@ -173,15 +203,16 @@ def cmd_run(args) -> int:
     if args.resume:
         progress(f"resuming {out}: {len(done)} cells already done")
     else:
-        (out / RUN_PLAN).write_text(json.dumps(meta, indent=2) + "\n")
+        runfile.write(out, meta)
     cells_left = sum(len(j.testcases) for j in jobs)
     progress(f"run {out}: {len(jobs)} jobs ({', '.join(j.name for j in jobs)}), {cells_left} cells, -j {args.jobs}")
     exit_code = None
+    crash = None
     runner = None
     try:
         artifacts = prepare(lab, jobs, progress)
-        runner = Runner(lab, out, journal, accel=args.accel, progress=progress, params=plan["params"],
-                        repeat=plan["repeat"], timeout_factor=args.timeout_factor, retries=args.retries,
+        runner = Runner(lab, out, journal, accel=args.accel, progress=progress, params=plan.get("params", {}),
+                        repeat=plan.get("repeat", 1), timeout_factor=args.timeout_factor, retries=args.retries,
                         on_cell=progress.cell_done)
         progress.start_cells(cells_left)
         runner.run(jobs, artifacts, args.jobs)
@@ -189,6 +220,9 @@ def cmd_run(args) -> int:
         exit_code = EXIT_SIGINT
     except Terminated:
         exit_code = EXIT_SIGTERM
+    except Exception:  # noqa: BLE001 - a lab bug: still report every finished cell, then say where the traceback is
+        crash = _save_traceback(out)
+        exit_code = EXIT_USAGE
     finally:
         progress.close()
         if runner:
@@ -198,10 +232,31 @@ def cmd_run(args) -> int:
             progress("interrupted: guests killed; writing reports for the finished cells")
     cells = Journal.read(journal.path)
     meta["finished"] = _now()
-    (out / RUN_PLAN).write_text(json.dumps(meta, indent=2) + "\n")
+    runfile.write(out, meta)
     _finish(out, cells, meta, baseline, args.baseline)
     print(f"\nresults: {out}/ (matrix.html, junit.xml, results.json, journal.jsonl, logs/)")
+    if crash:
+        print(f"lab: internal error: {crash[0]} (traceback: {crash[1]}); the reports above have every "
+              f"cell that finished", file=sys.stderr)
     return exit_code if exit_code is not None else run_exit_code(cells)
+
+
+def _save_traceback(directory: Path | None = None) -> tuple[str, Path]:
+    """The current exception's one-line summary, and a file with its full traceback
+    (in `directory` when given and writable, else a temporary file)."""
+    summary = "".join(traceback.format_exception_only(*sys.exc_info()[:2])).strip().splitlines()[-1]
+    text = traceback.format_exc()
+    try:
+        if directory is None:
+            raise OSError("no run directory")
+        path = directory / "lab-traceback.txt"
+        path.write_text(text)
+    except OSError:
+        fd, name = tempfile.mkstemp(prefix="lab-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        path = Path(name)
+    return summary, path
 
 
 def cmd_merge(args) -> int:
@@ -498,6 +553,10 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         kill_all()
         return EXIT_SIGTERM
+    except Exception:  # noqa: BLE001 - one line and exit 2, never a traceback and never 1 ("a test failed")
+        summary, path = _save_traceback()
+        print(f"lab: internal error: {summary} (traceback: {path})", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         kill_all()
         signal.signal(signal.SIGTERM, previous)

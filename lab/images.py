@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import procs
+from lab import atomic, procs
 from lab.apt import SOURCE, Offer, SourcePackage, resolve, source_package
 from lab.buildlog import jobs, run_logged
 from lab.cache import Entry, content_key
@@ -89,6 +89,7 @@ def ensure_image(lab: Lab, arch: Arch, progress: Progress = lambda _: None) -> I
         if entry.meta() is None:
             userland = _ensure_userland(lab, arch, compiler, sources, progress)
             _assemble(lab, arch, userland, entry)
+    _private(entry.path / "initramfs.cpio.gz")
     return ImageArtifact(arch=arch.name, key=key, initramfs=entry.path / "initramfs.cpio.gz",
                          host_key=(entry.path / "host_key.pub").read_text().strip(),
                          sources={pkg: str(src.offer) for pkg, src in sources.items()})
@@ -146,7 +147,8 @@ def _assemble(lab: Lab, arch: Arch, userland: Path, entry: Entry) -> None:
         for name in ("passwd", "group", "shells"):
             archive.file(f"etc/{name}", (lab.images_dir / name).read_bytes())
         archive.file(HOST_KEY_PATH, host_key.read_bytes(), 0o600)
-        (work / "initramfs.cpio.gz").write_bytes(archive.gzipped())
+        # It holds the guest's host private key: readable by the lab's user only.
+        atomic.write_bytes(work / "initramfs.cpio.gz", archive.gzipped(), mode=0o600)
         (work / "host_key.pub").write_text(_public_key(host_key) + "\n")
         host_key.unlink()  # it lives on only inside the image
         entry.publish(work, {"arch": arch.name, "userland": userland.name})
@@ -238,8 +240,16 @@ def boot_initrd(image: ImageArtifact, client_public_key: str) -> Path:
             overlay.directory("root/.ssh", 0o700)
             overlay.file("root/.ssh/authorized_keys", (client_public_key.strip() + "\n").encode(), 0o600)
             with entry.building() as work:
-                with (work / "initrd.cpio.gz").open("wb") as out:
-                    out.write(image.initramfs.read_bytes())
-                    out.write(overlay.gzipped())
+                # The image (with its host private key) and the key overlay: private.
+                atomic.write_bytes(work / "initrd.cpio.gz", image.initramfs.read_bytes() + overlay.gzipped(),
+                                   mode=0o600)
                 entry.publish(work, {"image": image.key})
+    _private(entry.path / "initrd.cpio.gz")
     return entry.path / "initrd.cpio.gz"
+
+
+def _private(path: Path) -> None:
+    """Images hold the guest's host private key: an image cached before the lab made them
+    private (0600 from creation) is made so when used."""
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)

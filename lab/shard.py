@@ -14,8 +14,8 @@ import shutil
 import stat
 from pathlib import Path
 
-from lab import names
-from lab.errors import RunDataError, UserError
+from lab import runfile
+from lab.errors import UserError
 from lab.results import CellResult, Journal
 
 
@@ -47,15 +47,16 @@ def job_costs(results_json: Path | None) -> dict[tuple[str, str], float]:
         return {}
     if results_json.is_dir():
         results_json = results_json / "results.json"
-    try:
-        cells = json.loads(results_json.read_text())["cells"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"--shard-costs {results_json}: not a results.json ({exc})") from None
     costs: dict[tuple[str, str], float] = {}
-    for cell in cells:
-        key = (cell["arch"], cell["kernel"])
-        costs[key] = costs.get(key, 0.0) + float(cell.get("duration_s", 0.0)) + float(
-            cell.get("timings", {}).get("ssh_s", 0.0))
+    try:
+        for cell in json.loads(results_json.read_text())["cells"]:
+            key = (cell["arch"], cell["kernel"])
+            seconds = float(cell.get("duration_s", 0.0)) + float(cell.get("timings", {}).get("ssh_s", 0.0))
+            if not (isinstance(key[0], str) and isinstance(key[1], str) and 0 <= seconds < 1e9):
+                raise ValueError(f"a cell with arch {key[0]!r}, kernel {key[1]!r}, {seconds} seconds")
+            costs[key] = costs.get(key, 0.0) + seconds
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"--shard-costs {results_json}: not a results.json ({type(exc).__name__}: {exc})") from None
     return costs
 
 
@@ -77,34 +78,6 @@ def assign(jobs: list[list[str]], count: int, costs: dict[tuple[str, str], float
         loads[target] += costs.get(tuple(job), default)
     order = {tuple(j): n for n, j in enumerate(jobs)}
     return [sorted(shard, key=lambda j: order[tuple(j)]) for shard in shards]
-
-
-def _run_meta(directory: Path) -> dict:
-    """A shard's run.json, checked: merge builds paths and plans from its names."""
-    where = directory / "run.json"
-    try:
-        meta = json.loads(where.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"lab merge: {directory} is not a run directory (no readable run.json: {exc})") from None
-    for field, plan in (("", meta), ("plan: ", meta.get("plan") if isinstance(meta, dict) else None)):
-        problem = _plan_problem(plan)
-        if problem:
-            raise RunDataError(f"{where}: {field}{problem}")
-    return meta
-
-
-def _plan_problem(plan) -> str | None:
-    if not isinstance(plan, dict):
-        return "not a JSON object"
-    jobs, testcases = plan.get("jobs"), plan.get("testcases")
-    if not isinstance(jobs, list) or not all(isinstance(j, list) and len(j) == 2 for j in jobs):
-        return "jobs: expected a list of [arch, kernel] pairs"
-    if not isinstance(testcases, list):
-        return "testcases: expected a list of names"
-    bad = [n for n in [*(n for j in jobs for n in j), *testcases] if not names.is_valid(n)]
-    if bad:
-        return f"{str(bad[0])[:60]!r} is not a valid name ({names.RULE})"
-    return None
 
 
 def _planned_cells(plan: dict) -> list[tuple[str, str, str]]:
@@ -142,7 +115,7 @@ def merge(dirs: list[Path], out: Path) -> tuple[dict, list[CellResult], list[str
     problems: cells missing from every shard or present in more than one, cells
     a shard's journal has that its plan does not, and log entries that are not files.
     """
-    metas = [_run_meta(d) for d in dirs]
+    metas = [runfile.read(d) for d in dirs]
     ids = {m.get("plan_id") for m in metas}
     if len(ids) != 1 or None in ids:
         which = ", ".join(f"{d}: {m.get('plan_id')}" for d, m in zip(dirs, metas))
@@ -175,5 +148,5 @@ def merge(dirs: list[Path], out: Path) -> tuple[dict, list[CellResult], list[str
     meta = {**metas[0], **plan, "run_id": out.name, "shard": "", "merged_from": [str(d) for d in dirs],
             "started": min(m.get("started", "") for m in metas),
             "finished": max(m.get("finished", "") for m in metas)}
-    (out / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+    runfile.write(out, meta)
     return meta, cells, problems

@@ -7,10 +7,10 @@ changed expectations, then anything else that moved (skips, cells added or gone)
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import runfile
 from lab.errors import UserError
 from lab.results import CellResult, Journal
 
@@ -105,21 +105,12 @@ def compare(old_cells: list[CellResult], new_cells: list[CellResult], baseline: 
 
 
 def read_run(directory: Path) -> tuple[dict, list[CellResult]]:
-    """A run directory's meta (run.json, else results.json) and cells (journal.jsonl)."""
+    """A run directory's meta (run.json; without one, defaults) and cells (journal.jsonl), checked."""
     journal = directory / "journal.jsonl"
     if not journal.is_file():
         raise UserError(f"{journal}: no journal here (expected a run directory written by `lab run`)")
-    meta = _json_object(directory / "run.json") or _json_object(directory / "results.json").get("run", {})
-    return meta or {"run_id": directory.name, "started": "", "finished": ""}, Journal.read(journal)
-
-
-def _json_object(path: Path) -> dict:
-    """A JSON object from `path`; {} when it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    meta = runfile.read(directory, required=False) or {}
+    return {"run_id": directory.name, "started": "", "finished": "", **meta}, Journal.read(journal)
 
 
 def compare_dirs(old_dir: Path, new_dir: Path) -> Comparison:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import jinja2
 
+from lab import atomic
+
 from lab.report.compare import Comparison
 from lab.report.matrix import Matrix
 
@@ -56,8 +58,8 @@ def write_html(out_dir: Path, matrix: Matrix, comparison: Comparison | None = No
     changed = comparison.changed_keys() if comparison else {}
     page = _ENV.get_template("matrix.html").render(matrix=matrix, meta=matrix.meta, cell_page=cell_page,
                                                    comparison=comparison, changed=changed)
-    (out_dir / "matrix.html").write_text(page, encoding="utf-8", errors="backslashreplace")
+    atomic.write_text(out_dir / "matrix.html", page, errors="backslashreplace")
     template = _ENV.get_template("cell.html")
     for cell in matrix.ordered_cells():
         path = out_dir / cell_page(cell.arch, cell.kernel, cell.testcase)
-        path.write_text(template.render(cell=cell, meta=matrix.meta), encoding="utf-8", errors="backslashreplace")
+        atomic.write_text(path, template.render(cell=cell, meta=matrix.meta), errors="backslashreplace")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
+from lab import atomic
 from lab.report.matrix import Matrix
 
 # Characters XML 1.0 cannot carry at all (not even as &#N;): control characters
@@ -82,4 +83,4 @@ def write_junit(path: Path, matrix: Matrix) -> None:
         suites.append(TestSuite(f"lab.{arch}.{kernel}", [_test_case(c) for c in cells],
                                 properties={k: xml_safe(str(v)) for k, v in properties.items()},
                                 hostname=properties.get("host")))
-    path.write_bytes(_to_jenkins_schema(to_xml_report_string(suites, prettyprint=True, encoding="utf-8")))
+    atomic.write_bytes(path, _to_jenkins_schema(to_xml_report_string(suites, prettyprint=True, encoding="utf-8")))

@@ -1,7 +1,9 @@
 """Pure parts of the builds: config fragments, error lines, the cpio writer."""
 
 import gzip
+import os
 import shutil
+import stat
 import subprocess
 
 import pytest
@@ -141,3 +143,38 @@ def test_broken_compiler_table_is_validated(tmp_path):
     arch_toml.write_text(text.replace("[qemu]", '[toolchain.broken]\nversions = ["gcc 12"]\n\n[qemu]'))
     with pytest.raises(ConfigError, match=r"^i386.toml.toolchain.broken: missing required field 'reason'"):
         load_arch(arch_toml, tmp_path)
+
+
+def test_the_client_key_and_its_directory_are_private_from_creation(isolated_cache):
+    from lab.remote import client_key
+    old = os.umask(0o022)
+    try:
+        private, public = client_key()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((isolated_cache / "keys").stat().st_mode) == 0o700
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600 and public.startswith("ssh-ed25519 ")
+
+
+def test_guest_images_holding_the_host_key_are_not_world_readable(isolated_cache, tmp_path):
+    from lab.images import ImageArtifact, boot_initrd
+    image = tmp_path / "initramfs.cpio.gz"
+    image.write_bytes(CpioWriter().gzipped())
+    image.chmod(0o644)  # as an older lab left it
+    initrd = boot_initrd(ImageArtifact("x86_64", "k", image, "ssh-ed25519 AAAA", {}), "ssh-ed25519 BBBB lab")
+    assert stat.S_IMODE(initrd.stat().st_mode) == 0o600
+
+
+def test_a_build_directory_left_by_a_killed_build_is_removed_by_the_next_build(isolated_cache):
+    from lab.cache import Entry
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    kernels = isolated_cache / "kernels"
+    abandoned = kernels / f"somekey.tmp-{dead.pid}"
+    live = kernels / f"otherkey.tmp-{os.getppid()}"  # a build of a process that still runs
+    for path in (abandoned / "build", live):
+        path.mkdir(parents=True)
+    entry = Entry("kernels", "newkey")
+    with entry.lock(), entry.building() as work:
+        assert work.is_dir()
+    assert not abandoned.exists() and live.is_dir()

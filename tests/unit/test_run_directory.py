@@ -1,0 +1,144 @@
+"""The run directory loses nothing: one writer at a time, no run overwritten, reports
+written whole, malformed files from elsewhere refused in one line, and a lab crash
+still reports every finished cell (exit 2, never 1, never a traceback)."""
+
+import fcntl
+import json
+import os
+
+import pytest
+
+from lab import atomic
+from lab.cli import main
+from lab.results import CellResult, Journal
+from test_cli import fake_host  # noqa: F401 - the fixture
+
+PASSING = CellResult("i386-pae", "6.1", "swp_exclusive", "PASS", "PASS: fine")
+
+
+def _run_dir(tmp_path, meta=None, cells=(PASSING,)):
+    run = tmp_path / "run"
+    run.mkdir()
+    plan = {"arches": ["i386-pae"], "kernels": ["6.1"], "testcases": ["swp_exclusive"],
+            "jobs": [["i386-pae", "6.1"]], "params": {}, "repeat": 1}
+    (run / "run.json").write_text(json.dumps(meta if meta is not None else
+                                             {**plan, "plan": plan, "plan_id": "p1", "run_id": "run",
+                                              "started": "", "finished": ""}))
+    journal = Journal(run / "journal.jsonl")
+    for cell in cells:
+        journal.append(cell)
+    return run
+
+
+def test_out_that_already_holds_a_run_is_refused_unless_resumed(fake_host, tmp_path, capsys):
+    run = _run_dir(tmp_path)
+    before = (run / "journal.jsonl").read_bytes()
+    assert main(["run", "--kernel", "6.1", "--out", str(run)]) == 2
+    assert f"--out {run}: already holds a run (run.json); continue it with --resume {run}" in capsys.readouterr().err
+    assert (run / "journal.jsonl").read_bytes() == before
+
+
+def test_a_second_lab_writing_the_same_directory_is_refused(fake_host, tmp_path, capsys):
+    run = _run_dir(tmp_path)
+    with open(run / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242\n")
+        held.flush()
+        assert main(["run", "--resume", str(run)]) == 2
+    assert f"{run}: another lab run (pid 4242) is writing this directory" in capsys.readouterr().err
+
+
+def test_run_json_and_every_report_are_written_atomically(tmp_path, monkeypatch, capsys):
+    written = []
+    real = atomic.write_bytes
+    monkeypatch.setattr(atomic, "write_bytes", lambda path, data, mode=0o644: (written.append(path.name),
+                                                                               real(path, data, mode)))
+    run = _run_dir(tmp_path)
+    assert main(["report", str(run)]) == 0
+    assert {"results.json", "junit.xml", "matrix.html", "i386-pae__6.1__swp_exclusive.html"} <= set(written)
+    assert main(["merge", str(run), "--out", str(tmp_path / "merged")]) == 0
+    assert "run.json" in written
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_debris(tmp_path, monkeypatch):
+    target = tmp_path / "results.json"
+    target.write_text("the previous, complete version\n")
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        atomic.write_text(target, "half of a new vers")
+    assert target.read_text() == "the previous, complete version\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+@pytest.mark.parametrize("meta, complaint", [
+    ({"jobs": 5}, "run.json: jobs: expected a list of [arch, kernel] pairs"),
+    ({"jobs": [["i386-pae", "6.1"]], "testcases": ["../../etc"]}, "run.json: '../../etc' is not a valid name"),
+    ({"jobs": [], "testcases": [], "run_id": ["x"]}, "run.json: run_id: expected a string"),
+    ({"jobs": [], "testcases": [], "repeat": "many"}, "run.json: repeat: expected a whole number"),
+    ([1, 2], "run.json: not a JSON object"),
+])
+@pytest.mark.parametrize("command", ["report", "compare", "merge"])
+def test_a_malformed_run_json_is_one_clear_line_and_exit_2(tmp_path, capsys, meta, complaint, command):
+    run = _run_dir(tmp_path, meta=meta)
+    argv = {"report": ["report", str(run)], "compare": ["compare", str(run), str(run)],
+            "merge": ["merge", str(run), "--out", str(tmp_path / "m")]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and complaint in err and "Traceback" not in err
+
+
+def test_a_malformed_journal_line_in_report_or_compare_is_one_clear_line(tmp_path, capsys):
+    run = _run_dir(tmp_path)
+    with (run / "journal.jsonl").open("a") as fh:
+        fh.write(json.dumps({**PASSING.to_dict(), "testcase": "other", "stdout": ["not", "text"]}) + "\n")
+    for argv in (["report", str(run)], ["compare", str(run), str(run)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == f"lab: error: {run}/journal.jsonl:2: stdout: expected a string, got \"['not', 'text']\""
+
+
+def test_a_malformed_resume_or_shard_costs_is_one_clear_line(fake_host, tmp_path, capsys):
+    run = _run_dir(tmp_path, meta={"jobs": [["i386-pae", "6.1"]], "testcases": ["swp_exclusive"], "params": []})
+    assert main(["run", "--resume", str(run)]) == 2
+    assert "run.json: params: expected an object" in capsys.readouterr().err
+    costs = tmp_path / "results.json"
+    for bad in ('{"cells": [5]}', '{"cells": [{"arch": "a", "kernel": "k", "duration_s": "NaN"}]}', "[]"):
+        costs.write_text(bad)
+        assert main(["run", "--dry-run", "--shard", "1/2", "--shard-costs", str(costs)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"lab: error: --shard-costs {costs}: not a results.json (") and err.count("\n") == 1
+
+
+def test_an_unexpected_exception_is_one_line_and_exit_2_with_the_traceback_kept(monkeypatch, capsys):
+    import lab.cli
+    monkeypatch.setattr(lab.cli, "cmd_list", lambda args: {}["a lab bug"])
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lab: internal error: KeyError: 'a lab bug' (traceback: ") and err.count("\n") == 1
+    traceback_file = err.split("(traceback: ")[1].split(")")[0]
+    assert "KeyError" in open(traceback_file).read()
+    os.unlink(traceback_file)
+
+
+def test_a_crash_inside_a_job_still_reports_the_finished_cells(fake_host, tmp_path, monkeypatch, capsys):
+    import lab.cli
+
+    class CrashingRunner:
+        def __init__(self, lab, out, journal, **kwargs):
+            self.journal, self.stop = journal, type("E", (), {"set": lambda self: None})()
+
+        def run(self, jobs, artifacts, parallel):
+            self.journal.append(PASSING)
+            raise RuntimeError("a bug in the scheduler")
+    monkeypatch.setattr(lab.cli, "prepare", lambda lab, jobs, progress: {})
+    monkeypatch.setattr(lab.cli, "Runner", CrashingRunner)
+    out = tmp_path / "run"
+    assert main(["run", "--kernel", "6.1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (f"lab: internal error: RuntimeError: a bug in the scheduler (traceback: {out}/lab-traceback.txt)"
+            in err)
+    assert [c["status"] for c in json.loads((out / "results.json").read_text())["cells"]] == ["PASS"]
+    assert (out / "junit.xml").is_file() and (out / "matrix.html").is_file()
