@@ -7,40 +7,6 @@ import pytest
 from lab.cli import main
 
 
-@pytest.fixture
-def fake_host(tmp_path, repo_copy, isolated_cache, fake_apt, monkeypatch):
-    """A lab root whose kernel tarballs are small fakes, and fake qemu/gcc/apt on PATH."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for tool in ("qemu-system-i386", "i686-linux-gnu-gcc"):
-        (bindir / tool).write_text("#!/bin/sh\necho 'fake 1.0'\n")
-        (bindir / tool).chmod(0o755)
-    fakes = []
-    for version in ("6.1", "6.12"):
-        fake = tmp_path / f"linux-{version}.tar.xz"
-        fake.write_bytes(b"not really a tarball " + version.encode())
-        fakes.append(fake)
-    (repo_copy / "configs/lab.toml").write_text(f"""
-[plan]
-arches = ["i386-pae"]
-kernels = ["6.1", "6.12"]
-testcases = ["swp_exclusive"]
-[kernels."6.1"]
-tarball = "{fakes[0]}"
-[kernels."6.12"]
-tarball = "{fakes[1]}"
-[kernels."0.0"]
-debian_package = "linux-source-0.0"
-[guest_sources]
-busybox = {{ suite = "bookworm" }}
-dropbear = {{ suite = "bookworm" }}
-openssh = {{ suite = "bookworm" }}
-""")
-    monkeypatch.setenv("LAB_ROOT", str(repo_copy))
-    monkeypatch.setenv("PATH", f"{bindir}:{tmp_path / 'apt-bin'}:/usr/bin:/bin")
-    return repo_copy
-
-
 def test_unknown_arch(fake_host, capsys):
     assert main(["run", "--arch", "vax"]) == 2
     err = capsys.readouterr().err.strip()

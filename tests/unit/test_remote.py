@@ -150,3 +150,14 @@ def test_output_is_logged_up_to_the_cap_and_only_an_excerpt_is_kept(fake_guest, 
     log = (tmp_path / "stdout.txt").read_bytes()
     assert len(log) < (1 << 20) + 200 and log.endswith(b"[qemu-lab: output cut at 1048576 bytes; "
                                                         b"4194304 more bytes were not kept]\n")
+
+
+def test_a_guest_that_accepts_tcp_and_never_sends_a_banner_fails_login_at_the_deadline(tmp_path):
+    _, host_public = _keypair(tmp_path, "host")
+    client_key, _ = _keypair(tmp_path, "client")
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody ever answers
+    started = time.monotonic()
+    with pytest.raises(SshError, match="SSH login to 127.0.0.1:.* failed"):
+        Remote(silent.getsockname()[1], host_public, client_key, timeout_s=1.0).connect()
+    assert time.monotonic() - started < 10
+    silent.close()

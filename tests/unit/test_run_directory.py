@@ -11,7 +11,6 @@ import pytest
 from lab import atomic
 from lab.cli import main
 from lab.results import CellResult, Journal
-from test_cli import fake_host  # noqa: F401 - the fixture
 
 PASSING = CellResult("i386-pae", "6.1", "swp_exclusive", "PASS", "PASS: fine")
 
