@@ -400,26 +400,17 @@ def cmd_testcases_build(args) -> int:
 # --- argument parsing ----------------------------------------------------------------
 
 
-def _whole_number(maximum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not 1 <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"{text!r} must be between 1 and {maximum}")
-        return value
-    return parse
+def _up_to(maximum: float, convert: type = int):
+    """An argparse type: an int (or float) above 0 and at most `maximum`; nan and inf never pass."""
+    kind = "whole number" if convert is int else "number"
 
-
-def _factor(maximum: float):
-    def parse(text: str) -> float:
+    def parse(text: str):
         try:
-            value = float(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind}") from None
         if not 0 < value <= maximum:  # also false for nan; inf is above any maximum
-            raise argparse.ArgumentTypeError(f"{text!r} must be a number above 0 and at most {maximum:g}")
+            raise argparse.ArgumentTypeError(f"{text!r} must be a {kind} above 0 and at most {maximum:g}")
         return value
     return parse
 
@@ -441,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="build what is missing, boot, test, report")
     selection(run)
-    run.add_argument("-j", "--jobs", type=_whole_number(MAX_PARALLEL), default=min(os.cpu_count() or 1, MAX_PARALLEL),
+    run.add_argument("-j", "--jobs", type=_up_to(MAX_PARALLEL), default=min(os.cpu_count() or 1, MAX_PARALLEL),
                      help="guests to run at once (default: number of cores)")
     run.add_argument("--out", help="result directory (default: results/<timestamp>)")
     run.add_argument("--shard", metavar="I/N",
@@ -452,12 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue an interrupted run: cells already in DIR/journal.jsonl are not run again")
     run.add_argument("--dry-run", action="store_true", help="print the QEMU command lines, start nothing")
     run.add_argument("--accel", choices=ACCELERATORS, default="tcg", help="QEMU accelerator (default: tcg)")
-    run.add_argument("--timeout-factor", type=_factor(100.0), default=1.0, metavar="F",
+    run.add_argument("--timeout-factor", type=_up_to(100.0, float), default=1.0, metavar="F",
                      help="multiply boot, SSH and test deadlines by F (slow or loaded hosts)")
     run.add_argument("--retries", type=int, default=1, choices=range(0, 10), metavar="N",
                      help="retry an infrastructure ERROR (boot, SSH, guest crash) N times (default 1); "
                           "FAIL, SKIP and TIMEOUT are never retried")
-    run.add_argument("--repeat", type=_whole_number(10000), default=1, metavar="N",
+    run.add_argument("--repeat", type=_up_to(10000), default=1, metavar="N",
                      help="run each cell N times (racy tests); reports show the rate, e.g. FAIL 2/10")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="set a testcase parameter (see `lab list`), e.g. --param duration=120")

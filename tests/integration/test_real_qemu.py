@@ -508,13 +508,19 @@ int main(void) {
 """
 
 
-def test_kernel_warning_during_a_passing_test_is_on_the_cell(artifacts, repo_copy, tmp_path):
-    (repo_copy / "testcases/warner.c").write_text(WARNER)
-    (repo_copy / "testcases/warner.toml").write_text('description = "warns"\nsource = "warner.c"\ntimeout_s = 30\n')
-    out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", ARCH, "--kernel", "6.12", "--test", "warner",
-                           "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=600,
+def _run_own_testcase(repo_copy, out, name, source, timeout_s):
+    """`lab run` of a testcase written by the test (i386-pae, 6.12), with the repo's configs."""
+    (repo_copy / f"testcases/{name}.c").write_text(source)
+    (repo_copy / f"testcases/{name}.toml").write_text(
+        f'description = "{name}"\nsource = "{name}.c"\ntimeout_s = {timeout_s}\n')
+    return subprocess.run([sys.executable, "-m", "lab", "run", "--arch", ARCH, "--kernel", "6.12", "--test", name,
+                           "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=900,
                           env={**os.environ, "LAB_ROOT": str(repo_copy)})
+
+
+def test_kernel_warning_during_a_passing_test_is_on_the_cell(artifacts, repo_copy, tmp_path):
+    out = tmp_path / "run"
+    proc = _run_own_testcase(repo_copy, out, "warner", WARNER, 30)
     print(proc.stdout, proc.stderr)
     (cell,) = json.loads((out / "results.json").read_text())["cells"]
     assert cell["status"] == "PASS"  # the test's verdict stands; the warning is recorded beside it
@@ -545,13 +551,9 @@ int main(void)
 
 
 def test_a_test_printing_100_mib_is_capped_and_reported_in_bounded_space(artifacts, repo_copy, tmp_path):
-    (repo_copy / "testcases/flood.c").write_text(FLOOD)
-    (repo_copy / "testcases/flood.toml").write_text('description = "floods"\nsource = "flood.c"\ntimeout_s = 600\n')
     out = tmp_path / "run"
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", ARCH, "--kernel", "6.12", "--test", "flood",
-                           "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=900,
-                          env={**os.environ, "LAB_ROOT": str(repo_copy)})
+    proc = _run_own_testcase(repo_copy, out, "flood", FLOOD, 600)
     took = time.monotonic() - started
     print(proc.stdout[-3000:], proc.stderr[-3000:], f"lab run took {took:.0f} s")
     (cell,) = json.loads((out / "results.json").read_text())["cells"]

@@ -171,8 +171,8 @@ def test_bad_extra_args_are_a_usage_error(fake_host, capsys, extra, complaint):
 @pytest.mark.parametrize("option, complaint", [
     (["--timeout-factor", "inf"], "'inf' must be a number above 0 and at most 100"),
     (["--timeout-factor", "nan"], "'nan' must be a number above 0 and at most 100"),
-    (["-j", "100000"], "'100000' must be between 1 and 64"),
-    (["--repeat", "99999999"], "must be between 1 and 10000"),
+    (["-j", "100000"], "'100000' must be a whole number above 0 and at most 64"),
+    (["--repeat", "99999999"], "must be a whole number above 0 and at most 10000"),
 ])
 def test_non_finite_and_unbounded_options_are_refused(fake_host, capsys, option, complaint):
     with pytest.raises(SystemExit) as exc:
