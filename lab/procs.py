@@ -40,6 +40,13 @@ def _guard(parent: int) -> None:
         os._exit(1)  # the lab died before the signal was armed
 
 
+def _runnable(program: str, cwd, path: str | None) -> bool:
+    """Whether exec would find `program`: a path (./configure) relative to the command's cwd."""
+    if os.sep in program:
+        return os.access(Path(cwd or ".") / program, os.X_OK)
+    return shutil.which(program, path=path) is not None
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -53,7 +60,7 @@ def run(argv: list[str], *, timeout_s: float, input: bytes | str | None = None,
 
     A program that is not installed raises FileNotFoundError, as subprocess does.
     """
-    if shutil.which(argv[0], path=(popen_kwargs.get("env") or os.environ).get("PATH")) is None:
+    if not _runnable(argv[0], popen_kwargs.get("cwd"), (popen_kwargs.get("env") or os.environ).get("PATH")):
         raise FileNotFoundError(argv[0])
     if popen_kwargs.pop("capture_output", False):
         popen_kwargs.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -10,7 +10,7 @@ import pytest
 
 from lab.buildlog import run_logged
 from lab.errors import BuildError
-from lab.procs import CommandTimeout, probe
+from lab.procs import CommandTimeout, probe, run
 
 
 def _alive(marker: str) -> list[str]:
@@ -79,3 +79,11 @@ def test_a_build_dies_with_the_lab_even_when_the_lab_is_killed(tmp_path, sig):
     lab.send_signal(sig)
     lab.wait(10)
     assert _gone("sleep 979.", 5), _alive("sleep 979.")
+
+
+def test_a_program_named_by_a_path_is_found_relative_to_the_commands_directory(tmp_path):
+    (tmp_path / "configure").write_text("#!/bin/sh\necho configured\n")
+    (tmp_path / "configure").chmod(0o755)
+    assert run(["./configure"], timeout_s=10, cwd=tmp_path, capture_output=True, text=True).stdout == "configured\n"
+    with pytest.raises(FileNotFoundError):
+        run(["./configure"], timeout_s=10, cwd=tmp_path.parent, capture_output=True)
