@@ -313,7 +313,8 @@ def cmd_list(args) -> int:
                  "testcases": list(lab.plan.testcases)},
         "arches": {n: {"description": a.description, "qemu": a.qemu.binary, "toolchain": a.toolchain.triple,
                        "built": built[n]} for n, a in lab.arches.items()},
-        "kernels": {n: {"tarball": k.tarball, "package": k.package} for n, k in lab.kernels.items()},
+        "kernels": {n: {"source": k.origin, "tarball": k.tarball, "package": k.debian_package}
+                    for n, k in lab.kernels.items()},
         "guest_sources": _guest_sources(lab),
         "testcases": {n: {"description": t.description, "timeout_s": t.timeout_s, "needs": list(t.needs),
                           "kind": t.kind,
@@ -337,7 +338,7 @@ def cmd_list(args) -> int:
         print(f"  {n:12} {g['version'] or g['problem']} (pinned: {g['pin']})")
     print("kernels:")
     for n, k in data["kernels"].items():
-        print(f"  {n:12} {k['tarball']} (Debian package {k['package']})")
+        print(f"  {n:12} {k['source']}")
     print("testcases:")
     for n, t in data["testcases"].items():
         print(f"  {n:12} {t['description']}")

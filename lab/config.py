@@ -152,6 +152,16 @@ class KernelSource:
         return AptPin(self.debian_package, self.suite, self.version, where=f"configs/lab.toml: kernels.{self.name}")
 
     @property
+    def origin(self) -> str:
+        """Where the source comes from, as configured (no lookup): for `lab list`."""
+        if self.debian_package:
+            pinned = f" from {self.suite}" if self.suite else f" {self.version}" if self.version else " (installed)"
+            return f"Debian package {self.debian_package}{pinned}"
+        if self.tarball:
+            return f"tarball {self.tarball}"
+        return f"git tree {self.git} at {self.ref}"
+
+    @property
     def package(self) -> str:
         """What to install when the source is missing (for messages)."""
         return self.debian_package or "none: the path is configured in configs/lab.toml"

@@ -50,5 +50,13 @@ class BootError(InfraError):
     """QEMU did not start, the guest did not boot or it crashed."""
 
 
+class PortTakenError(BootError):
+    """QEMU could not bind the SSH forward's host port: another process took it first."""
+
+
 class SshError(InfraError):
     """The guest booted but SSH login, push or command execution failed."""
+
+
+class HostKeyMismatch(SshError):
+    """The guest presented a host key that is not its image's pinned key."""

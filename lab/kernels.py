@@ -29,7 +29,6 @@ class KernelArtifact:
     key: str
     image: Path
     config: Path
-    log: Path
     version: str  # `make kernelrelease`
 
 
@@ -124,7 +123,7 @@ def ensure_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Progress
         raise BuildError(f"kernel {source.name} for {arch.name} failed to build: {error} "
                          f"(log: {entry.path / 'build.log'})")
     return KernelArtifact(arch=arch.name, kernel=source.name, key=key, image=entry.path / "image",
-                          config=entry.path / "config", log=entry.path / "build.log", version=meta["version"])
+                          config=entry.path / "config", version=meta["version"])
 
 
 def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, entry: Entry, progress: Progress) -> dict:

@@ -18,7 +18,7 @@ import pexpect
 
 from lab.config import Arch
 from lab.console import Console
-from lab.errors import BootError
+from lab.errors import BootError, PortTakenError
 
 ACCELERATORS = ("tcg", "kvm")
 
@@ -142,8 +142,10 @@ class QemuProcess:
         if self.console.wait_eof(EARLY_EXIT_S):
             self.kill()
             out = self.console.text().strip().splitlines()
-            raise BootError(f"{os.path.basename(self.argv[0])} exited at once: "
-                            f"{out[-1] if out else 'no output'}")
+            last = out[-1] if out else "no output"
+            # QEMU 7.2: "-netdev ...: Could not set up host forwarding rule 'tcp:127.0.0.1:PORT-:22'".
+            error = PortTakenError if "host forwarding rule" in last else BootError
+            raise error(f"{os.path.basename(self.argv[0])} exited at once: {last}")
         return self.console
 
     def wait_exit(self, timeout_s: float) -> bool:
@@ -170,9 +172,3 @@ class QemuProcess:
             pass
         with _live_lock:
             _live.discard(self)
-
-    def __enter__(self) -> "QemuProcess":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.kill()

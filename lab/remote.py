@@ -20,7 +20,7 @@ from paramiko.hostkeys import HostKeyEntry
 from lab import procs
 from lab.cache import Entry, cache_root
 from lab.capture import BoundedOutput
-from lab.errors import InfraError, SshError
+from lab.errors import HostKeyMismatch, InfraError, SshError
 from lab.toolchain import require_tool
 
 
@@ -44,15 +44,14 @@ def client_key() -> tuple[Path, str]:
     return private, public
 
 
-def wait_for_banner(port: int, timeout_s: float, alive=lambda: True) -> float:
-    """Wait until sshd in the guest sends its banner; return the seconds it took.
+def wait_for_banner(port: int, timeout_s: float, alive=lambda: True) -> None:
+    """Wait until sshd in the guest sends its banner.
 
     QEMU's user network accepts TCP on the forwarded port long before the guest
     listens, so a connect alone proves nothing: only an "SSH-" banner does.
     `alive` says whether the guest still exists: no point probing a dead one.
     """
-    started = time.monotonic()
-    deadline = started + timeout_s
+    deadline = time.monotonic() + timeout_s
     last_error = "no answer"
     while time.monotonic() < deadline:
         if not alive():
@@ -62,7 +61,7 @@ def wait_for_banner(port: int, timeout_s: float, alive=lambda: True) -> float:
                 sock.settimeout(max(0.1, min(3.0, deadline - time.monotonic())))
                 data = sock.recv(256)
                 if data.startswith(b"SSH-"):
-                    return time.monotonic() - started
+                    return
                 last_error = f"unexpected reply {data[:40]!r}" if data else "connection closed without a banner"
         except OSError as exc:
             last_error = str(exc)
@@ -71,12 +70,19 @@ def wait_for_banner(port: int, timeout_s: float, alive=lambda: True) -> float:
     raise SshError(f"no SSH banner on 127.0.0.1:{port} within {timeout_s:.0f} s ({last_error})")
 
 
+class _RejectUnpinned(paramiko.MissingHostKeyPolicy):
+    """A guest key that is not the pinned one is refused, never added (and typed, not a message)."""
+
+    def missing_host_key(self, client, hostname, key) -> None:
+        raise HostKeyMismatch(f"guest {hostname} presented a host key that is not the image's pinned key "
+                              f"({key.get_name()} {key.get_base64()[:16]}...)")
+
+
 @dataclass(frozen=True)
 class CommandResult:
     exit_code: int | None  # None: timed out
     stdout: str  # excerpts (see lab.capture); the full streams are in the log files, if given
     stderr: str
-    seconds: float
 
     @property
     def timed_out(self) -> bool:
@@ -126,7 +132,7 @@ class Remote:
         if entry is None or entry.key is None:
             raise SshError(f"unusable pinned host key {host_key!r}")
         client.get_host_keys().add(f"[127.0.0.1]:{port}", entry.key.get_name(), entry.key)
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.set_missing_host_key_policy(_RejectUnpinned())
         # The user's ~/.ssh/config and ~/.fabric.* (agent forwarding, ProxyJump, other
         # keys) have no say over a guest connection: lazy config, an empty SSH config.
         config = fabric.Config(lazy=True, ssh_config=paramiko.SSHConfig())
@@ -142,13 +148,12 @@ class Remote:
     def connect(self) -> None:
         try:
             self.conn.open()
-        except paramiko.BadHostKeyException as exc:
-            raise SshError(f"guest on port {self.port} presented a host key that is not the image's "
-                           f"pinned key ({exc.key.get_name()})") from None
+        except paramiko.BadHostKeyException as exc:  # the pinned type, another key
+            raise HostKeyMismatch(f"guest on port {self.port} presented a host key that is not the image's "
+                                  f"pinned key ({exc.key.get_name()})") from None
+        except HostKeyMismatch:  # a key of another type
+            raise
         except paramiko.SSHException as exc:
-            if "not found in known_hosts" in str(exc):
-                raise SshError(f"guest on port {self.port} presented a host key that is not the image's "
-                               f"pinned key: {exc}") from None
             raise SshError(f"SSH login to 127.0.0.1:{self.port} failed: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - whatever the SSH stack raises, the guest is unreachable
             raise SshError(f"SSH login to 127.0.0.1:{self.port} failed: {exc}") from None
@@ -192,7 +197,7 @@ class Remote:
         if exit_code == -1 and not self.conn.client.get_transport().is_active():
             # No exit status, and the connection is gone: the guest's doing (infrastructure).
             raise SshError(f"running {command!r}: the SSH connection was lost before the command finished")
-        return CommandResult(exit_code, out.text(), err.text(), time.monotonic() - started)
+        return CommandResult(exit_code, out.text(), err.text())
 
     def _collect(self, channel: paramiko.Channel, out: BoundedOutput, err: BoundedOutput,
                  deadline: float) -> int | None:

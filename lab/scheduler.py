@@ -19,7 +19,7 @@ from typing import Callable
 
 from lab.config import Arch, KernelSource, Lab, Testcase
 from lab.console import BootState, kernel_excerpts, kernel_problems, panic_line, tail
-from lab.errors import BootError, BuildError, InfraError
+from lab.errors import BootError, BuildError, InfraError, PortTakenError
 from lab.images import boot_initrd, ensure_image
 from lab.kernels import KernelArtifact, ensure_kernel
 from lab.qemu import QemuProcess, allow_starts, kill_all, qemu_argv
@@ -312,12 +312,10 @@ class Runner:
             try:
                 console = qemu.start()
                 break
-            except BootError as exc:
+            except PortTakenError:
                 # Another process took the port between our check and QEMU's bind.
-                if "hostfwd" in str(exc) or "host forwarding" in str(exc):
-                    if attempt < 2:
-                        continue
-                raise
+                if attempt == 2:
+                    raise
         try:
             boot_timeout = arch.guest.boot_timeout_s * self.timeout_factor
             ssh_timeout = arch.guest.ssh_timeout_s * self.timeout_factor

@@ -183,3 +183,12 @@ def test_non_finite_and_unbounded_options_are_refused(fake_host, capsys, option,
 def test_shard_count_is_bounded(fake_host, capsys):
     assert main(["run", "--dry-run", "--shard", "1/99999999"]) == 2
     assert "--shard '1/99999999': N must be between 1 and 1000" in capsys.readouterr().err
+
+
+def test_list_says_where_each_kernel_comes_from(fake_host, capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    kernels = out.split("kernels:\n")[1].split("testcases:")[0].splitlines()
+    assert kernels[0].split(None, 1) == ["6.1", f"tarball {fake_host.parent / 'linux-6.1.tar.xz'}"]
+    assert kernels[2].split(None, 1) == ["0.0", "Debian package linux-source-0.0 (installed)"]
+    assert "None" not in out.split("kernels:\n")[1]

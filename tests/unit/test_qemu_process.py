@@ -6,7 +6,7 @@ import time
 import pytest
 
 from lab.console import BootState
-from lab.errors import BootError
+from lab.errors import BootError, PortTakenError
 from lab.qemu import QemuProcess, kill_all
 
 
@@ -33,9 +33,16 @@ def _gone(pid):
 def test_early_exit_is_a_clear_boot_error(tmp_path):
     fake = _script(tmp_path, "echo 'qemu-system-fake: -netdev user,id=n0: Could not set up host forwarding rule' >&2\nexit 1\n")
     qemu = QemuProcess([fake, "-x"], tmp_path / "console.log")
-    with pytest.raises(BootError, match="qemu-system-fake exited at once: .*Could not set up host forwarding rule"):
+    with pytest.raises(PortTakenError, match="qemu-system-fake exited at once: .*Could not set up host forwarding rule"):
         qemu.start()
     assert kill_all() == 0
+
+
+def test_an_early_exit_for_another_reason_is_a_plain_boot_error(tmp_path):
+    fake = _script(tmp_path, "echo 'qemu-system-fake: -initrd /nope: could not load initrd' >&2\nexit 1\n")
+    with pytest.raises(BootError) as exc:
+        QemuProcess([fake, "-x"], tmp_path / "console.log").start()
+    assert type(exc.value) is BootError and "could not load initrd" in str(exc.value)
 
 
 def test_ready_then_kill_leaves_no_process(tmp_path):

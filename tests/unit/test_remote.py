@@ -161,3 +161,23 @@ def test_a_guest_that_accepts_tcp_and_never_sends_a_banner_fails_login_at_the_de
         Remote(silent.getsockname()[1], host_public, client_key, timeout_s=1.0).connect()
     assert time.monotonic() - started < 10
     silent.close()
+
+
+@pytest.mark.parametrize("other", ["ed25519", "rsa"])
+def test_a_guest_with_another_host_key_is_refused_with_a_typed_error(tmp_path, other):
+    from lab.errors import HostKeyMismatch
+    host_key, _ = _keypair(tmp_path, "host")
+    _, pinned = _keypair(tmp_path, "pinned") if other == "ed25519" else (None, "ssh-rsa " + paramiko.RSAKey.generate(
+        1024).get_base64())
+    client_key, _ = _keypair(tmp_path, "client")
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = listener.accept()
+        transport = paramiko.Transport(conn)
+        transport.add_server_key(paramiko.Ed25519Key.from_private_key_file(str(host_key)))
+        transport.start_server(server=FakeGuestSshd())
+    threading.Thread(target=serve, daemon=True).start()
+    with pytest.raises(HostKeyMismatch, match="host key that is not the image's pinned key"):
+        Remote(listener.getsockname()[1], pinned, client_key, timeout_s=5.0).connect()
+    listener.close()
