@@ -158,25 +158,21 @@ class Remote:
         except Exception as exc:  # noqa: BLE001 - whatever the SSH stack raises, the guest is unreachable
             raise SshError(f"SSH login to 127.0.0.1:{self.port} failed: {exc}") from None
 
-    def _connected(self) -> bool:
-        transport = self.conn.client.get_transport()
-        return transport is not None and transport.is_active()
-
     def _transport(self) -> paramiko.Transport:
-        if not self._connected():
+        transport = self.conn.client.get_transport()
+        if transport is None or not transport.is_active():
             raise SshError(f"the SSH connection to 127.0.0.1:{self.port} is gone")
-        return self.conn.client.get_transport()
+        return transport
 
     def _step(self, what: str, seconds: float | None = None) -> _StepDeadline:
         return _StepDeadline(self._transport(), seconds or self.step_timeout_s, what)
 
-    def _start(self, command: str, seconds: float | None = None) -> paramiko.Channel:
-        """A channel with `command` started in it (each step bounded by `seconds`, default the step timeout)."""
-        seconds = seconds or self.step_timeout_s
+    def _start(self, command: str) -> paramiko.Channel:
+        """A channel with `command` started in it (both steps bounded)."""
         try:
-            with self._step(f"opening an SSH channel for {command!r}", seconds):
-                channel = self._transport().open_session(timeout=seconds)
-            with self._step(f"starting {command!r}", seconds):
+            with self._step(f"opening an SSH channel for {command!r}"):
+                channel = self._transport().open_session(timeout=self.step_timeout_s)
+            with self._step(f"starting {command!r}"):
                 channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise SshError(f"starting {command!r} over SSH failed: {type(exc).__name__}: {exc}") from None
@@ -198,7 +194,7 @@ class Remote:
         finally:
             out.close()
             err.close()
-        if exit_code == -1 and not self._connected():
+        if exit_code == -1 and not self.conn.client.get_transport().is_active():
             # No exit status, and the connection is gone: the guest's doing (infrastructure).
             raise SshError(f"running {command!r}: the SSH connection was lost before the command finished")
         return CommandResult(exit_code, out.text(), err.text())
@@ -215,7 +211,7 @@ class Remote:
                 return None
             stderr_reader.join(max(0.0, deadline - time.monotonic()))
             if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
-                return None if self._connected() else -1
+                return None if self.conn.client.get_transport().is_active() else -1
             return channel.recv_exit_status()
         finally:
             stop.set()
@@ -253,8 +249,10 @@ class Remote:
     def start_detached(self, argv: list[str], timeout_s: float = 5.0) -> None:
         """Start a command without waiting for it (e.g. power-off, which drops the connection)."""
         try:
-            self._start(shlex.join(argv), timeout_s)
-        except SshError:
+            with self._step(f"starting {argv[0]}", timeout_s):
+                channel = self._transport().open_session(timeout=timeout_s)
+                channel.exec_command(shlex.join(argv))
+        except (SshError, paramiko.SSHException, OSError, EOFError):
             pass  # the guest may already be going down; QEMU is killed after a deadline anyway
 
     def close(self) -> None:

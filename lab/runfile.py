@@ -14,7 +14,6 @@ from lab import atomic, names
 from lab.errors import RunDataError
 
 RUN_PLAN = "run.json"
-MAX_REPEAT = 10000  # attempts per cell (--repeat)
 _TEXT_FIELDS = ("run_id", "started", "finished", "host", "shard", "plan_id")
 
 
@@ -41,8 +40,8 @@ def plan_problem(plan) -> str | None:
     if not isinstance(plan.get("params", {}), dict) or not all(isinstance(v, dict) for v in plan.get("params", {}).values()):
         return "params: expected an object of testcase -> {parameter: value}"
     repeat = plan.get("repeat", 1)
-    if not isinstance(repeat, int) or isinstance(repeat, bool) or not 1 <= repeat <= MAX_REPEAT:
-        return f"repeat: expected a whole number from 1 to {MAX_REPEAT}"
+    if not isinstance(repeat, int) or isinstance(repeat, bool) or not 1 <= repeat <= 10000:
+        return "repeat: expected a whole number from 1 to 10000"
     wrong = [f for f in _TEXT_FIELDS if not isinstance(plan.get(f, ""), str)]
     return f"{wrong[0]}: expected a string" if wrong else None
 
