@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from debian.debian_support import Version
 
 from lab import procs
 from lab.buildlog import run_into_log
-from lab.cache import Entry, content_key
+from lab.cache import Entry, Workspace, content_key, ensure
 from lab.config import AptPin
 from lab.errors import ArchiveError, BuildError, MissingToolError, PinError
 from lab.toolchain import require_tool
@@ -172,24 +171,19 @@ def source_package(pin: AptPin, allow_fetch: bool = True) -> SourcePackage | Non
     if (found := _cached_source(entry, offer)) or not allow_fetch:
         return found
     require_tool("dpkg-source", "dpkg-dev")
-    with entry.lock():
-        if found := _cached_source(entry, offer):
-            return found
-        log = entry.path.parent / f"{entry.key}.fetch.log"
-        log.unlink(missing_ok=True)
-        with entry.building() as work:
-            fetch_dir = work / "fetched"
-            fetch_dir.mkdir()
-            fetch(pin, SOURCE, fetch_dir, log)
-            dirs = [p.name for p in fetch_dir.iterdir() if p.is_dir()]
-            dscs = [p.name for p in fetch_dir.glob("*.dsc")]
-            if len(dirs) != 1 or len(dscs) != 1:
-                raise BuildError(f"apt-get source {pin.package}={offer.version}: expected one tree and one .dsc, "
-                                 f"got {sorted(dirs)} {sorted(dscs)} (log: {log})")
-            got = Dsc((fetch_dir / dscs[0]).read_bytes()).get("Version")
-            if got != offer.version:
-                raise BuildError(f"apt-get source {pin.package}={offer.version} fetched version {got} (log: {log})")
-            shutil.move(log, fetch_dir / "fetch.log")
-            entry.publish(fetch_dir, {"package": offer.package, "version": offer.version, "suite": offer.suite,
-                                      "dir": dirs[0], "dsc": dscs[0]})
+
+    def fetch_source(space: Workspace) -> dict:
+        fetch(pin, SOURCE, space.result, space.log)
+        dirs = [p.name for p in space.result.iterdir() if p.is_dir()]
+        dscs = [p.name for p in space.result.glob("*.dsc")]
+        if len(dirs) != 1 or len(dscs) != 1:
+            raise BuildError(f"apt-get source {pin.package}={offer.version}: expected one tree and one .dsc, "
+                             f"got {sorted(dirs)} {sorted(dscs)} (log: {space.log})")
+        got = Dsc((space.result / dscs[0]).read_bytes()).get("Version")
+        if got != offer.version:
+            raise BuildError(f"apt-get source {pin.package}={offer.version} fetched version {got} (log: {space.log})")
+        return {"package": offer.package, "version": offer.version, "suite": offer.suite,
+                "dir": dirs[0], "dsc": dscs[0]}
+
+    ensure(entry, fetch_source, log_name="fetch.log")
     return _cached_source(entry, offer)

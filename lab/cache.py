@@ -2,7 +2,8 @@
 
 An entry is complete when its meta.json exists; builds happen in a temporary
 directory beside it and are renamed into place, under a lock so that two lab
-processes never build the same thing twice at once.
+processes never build the same thing twice at once. `ensure` is that pattern,
+written once for every kind of artifact.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 def cache_root() -> Path:
@@ -123,3 +125,34 @@ class Entry:
         (work / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         shutil.rmtree(self.path, ignore_errors=True)
         os.rename(work, self.path)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """What a builder given to `ensure` works with."""
+
+    work: Path  # scratch space, removed when the build ends
+    result: Path  # becomes the entry: what the builder leaves here is published
+    log: Path  # beside the entry while building (a failure can name it), then moved into it
+
+
+def ensure(entry: Entry, build: Callable[[Workspace], dict], log_name: str = "build.log") -> dict:
+    """The entry's meta: from the cache, or made now by `build` under the entry's lock.
+
+    `build` fills `result` and returns the meta to publish; an exception from it
+    publishes nothing and leaves the log beside the entry (<key>.<log_name>).
+    """
+    with entry.lock():
+        meta = entry.meta()
+        if meta is not None:
+            return meta
+        log = entry.path.parent / f"{entry.key}.{log_name}"
+        log.unlink(missing_ok=True)
+        with entry.building() as work:
+            result = work / "result"
+            result.mkdir()
+            meta = build(Workspace(work, result, log))
+            if log.exists():
+                shutil.move(log, result / log_name)
+            entry.publish(result, meta)
+            return meta

@@ -17,7 +17,7 @@ from pathlib import Path
 from lab import atomic, procs
 from lab.apt import SOURCE, Offer, SourcePackage, resolve, source_package
 from lab.buildlog import jobs, run_logged
-from lab.cache import Entry, content_key
+from lab.cache import Entry, Workspace, content_key, ensure
 from lab.config import GUEST_SOURCE_PACKAGES, Arch, Lab
 from lab.cpio import CpioWriter
 from lab.errors import BuildError, UserError
@@ -85,10 +85,8 @@ def ensure_image(lab: Lab, arch: Arch, progress: Progress = lambda _: None) -> I
     sources = {pkg: source_package(lab.guest_sources[pkg]) for pkg in GUEST_SOURCE_PACKAGES}
     key = image_key(lab, arch, compiler, sources)
     entry = Entry("images", key)
-    with entry.lock():
-        if entry.meta() is None:
-            userland = _ensure_userland(lab, arch, compiler, sources, progress)
-            _assemble(lab, arch, userland, entry)
+    # The userland is looked for (or built) only when the image itself is missing.
+    ensure(entry, lambda space: _assemble(lab, arch, _ensure_userland(lab, arch, compiler, sources, progress), space))
     _private(entry.path / "initramfs.cpio.gz")
     return ImageArtifact(arch=arch.name, key=key, initramfs=entry.path / "initramfs.cpio.gz",
                          host_key=(entry.path / "host_key.pub").read_text().strip(),
@@ -99,59 +97,54 @@ def _ensure_userland(lab: Lab, arch: Arch, compiler: Compiler, sources: Sources,
                      progress: Progress) -> Path:
     """busybox, dropbear and sftp-server for this compiler: the slow part, cached on its own."""
     entry = Entry("userland", userland_key(lab, arch, compiler, sources))
-    with entry.lock():
-        if entry.meta() is not None:
-            return entry.path
-        log = entry.path.parent / f"{entry.key}.build.log"
-        log.unlink(missing_ok=True)
-        started = time.monotonic()
-        progress(f"building guest userland for {arch.name} (log: {log})")
-        with entry.building() as work:
-            busybox, applets = _build_busybox(sources["busybox"].path, work / "busybox", compiler, log)
-            dropbear = _build_dropbear(lab, sources["dropbear"].path, work / "dropbear", compiler, log)
-            sftp_server = _build_sftp_server(sources["openssh"].path, work / "openssh", compiler, log,
-                                             arch.toolchain.openssh_configure)
-            result = work / "result"
-            result.mkdir()
-            for binary in (busybox, dropbear, sftp_server):
-                run_logged([f"{compiler.triple}-strip", str(binary)], log, what=f"strip {binary.name}")
-                shutil.copy(binary, result / binary.name)
-            (result / "busybox.links").write_text("\n".join(applets) + "\n")
-            shutil.move(log, result / "build.log")
-            seconds = round(time.monotonic() - started, 1)
-            entry.publish(result, {"arch": arch.name, "compiler": compiler.version, "seconds": seconds,
-                                   "sources": {pkg: str(src.offer) for pkg, src in sources.items()}})
-        progress(f"built guest userland for {arch.name} in {seconds} s")
-        return entry.path
+    ensure(entry, lambda space: _build_userland(lab, arch, compiler, sources, space, progress))
+    return entry.path
 
 
-def _assemble(lab: Lab, arch: Arch, userland: Path, entry: Entry) -> None:
+def _build_userland(lab: Lab, arch: Arch, compiler: Compiler, sources: Sources, space: Workspace,
+                    progress: Progress) -> dict:
+    log, work = space.log, space.work
+    started = time.monotonic()
+    progress(f"building guest userland for {arch.name} (log: {log})")
+    busybox, applets = _build_busybox(sources["busybox"].path, work / "busybox", compiler, log)
+    dropbear = _build_dropbear(lab, sources["dropbear"].path, work / "dropbear", compiler, log)
+    sftp_server = _build_sftp_server(sources["openssh"].path, work / "openssh", compiler, log,
+                                     arch.toolchain.openssh_configure)
+    for binary in (busybox, dropbear, sftp_server):
+        run_logged([f"{compiler.triple}-strip", str(binary)], log, what=f"strip {binary.name}")
+        shutil.copy(binary, space.result / binary.name)
+    (space.result / "busybox.links").write_text("\n".join(applets) + "\n")
+    seconds = round(time.monotonic() - started, 1)
+    progress(f"built guest userland for {arch.name} in {seconds} s")
+    return {"arch": arch.name, "compiler": compiler.version, "seconds": seconds,
+            "sources": {pkg: str(src.offer) for pkg, src in sources.items()}}
+
+
+def _assemble(lab: Lab, arch: Arch, userland: Path, space: Workspace) -> dict:
     """The initramfs: userland binaries, init, /etc, and a host key made for this image."""
-    with entry.building() as work:
-        host_key = work / "host_key"
-        run_logged(["dropbearkey", "-t", "ed25519", "-f", str(host_key)], work / "build.log", what="dropbearkey")
-        archive = CpioWriter()
-        for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "usr/libexec", "etc", "etc/dropbear",
-                  "proc", "sys", "dev", "tmp", "run", "var", "var/log", "mnt"):
-            archive.directory(d)
-        archive.directory("root", 0o700)
-        # The kernel opens /dev/console for init before devtmpfs is mounted.
-        archive.char_device("dev/console", 5, 1)
-        archive.file("init", (lab.images_dir / "init").read_bytes(), 0o755)
-        archive.file("bin/busybox", (userland / "busybox").read_bytes(), 0o755)
-        for applet in (userland / "busybox.links").read_text().split():
-            if applet != "/bin/busybox":
-                archive.symlink(applet, "/bin/busybox")
-        archive.file("usr/sbin/dropbear", (userland / "dropbear").read_bytes(), 0o755)
-        archive.file("usr/libexec/sftp-server", (userland / "sftp-server").read_bytes(), 0o755)
-        for name in ("passwd", "group", "shells"):
-            archive.file(f"etc/{name}", (lab.images_dir / name).read_bytes())
-        archive.file(HOST_KEY_PATH, host_key.read_bytes(), 0o600)
-        # It holds the guest's host private key: readable by the lab's user only.
-        atomic.write_bytes(work / "initramfs.cpio.gz", archive.gzipped(), mode=0o600)
-        (work / "host_key.pub").write_text(_public_key(host_key) + "\n")
-        host_key.unlink()  # it lives on only inside the image
-        entry.publish(work, {"arch": arch.name, "userland": userland.name})
+    host_key = space.work / "host_key"  # it lives on only inside the image
+    run_logged(["dropbearkey", "-t", "ed25519", "-f", str(host_key)], space.log, what="dropbearkey")
+    archive = CpioWriter()
+    for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "usr/libexec", "etc", "etc/dropbear",
+              "proc", "sys", "dev", "tmp", "run", "var", "var/log", "mnt"):
+        archive.directory(d)
+    archive.directory("root", 0o700)
+    # The kernel opens /dev/console for init before devtmpfs is mounted.
+    archive.char_device("dev/console", 5, 1)
+    archive.file("init", (lab.images_dir / "init").read_bytes(), 0o755)
+    archive.file("bin/busybox", (userland / "busybox").read_bytes(), 0o755)
+    for applet in (userland / "busybox.links").read_text().split():
+        if applet != "/bin/busybox":
+            archive.symlink(applet, "/bin/busybox")
+    archive.file("usr/sbin/dropbear", (userland / "dropbear").read_bytes(), 0o755)
+    archive.file("usr/libexec/sftp-server", (userland / "sftp-server").read_bytes(), 0o755)
+    for name in ("passwd", "group", "shells"):
+        archive.file(f"etc/{name}", (lab.images_dir / name).read_bytes())
+    archive.file(HOST_KEY_PATH, host_key.read_bytes(), 0o600)
+    # It holds the guest's host private key: readable by the lab's user only.
+    atomic.write_bytes(space.result / "initramfs.cpio.gz", archive.gzipped(), mode=0o600)
+    (space.result / "host_key.pub").write_text(_public_key(host_key) + "\n")
+    return {"arch": arch.name, "userland": userland.name}
 
 
 def _public_key(private_key: Path) -> str:
@@ -234,16 +227,17 @@ def built_image(lab: Lab, arch: Arch) -> Path | None:
 def boot_initrd(image: ImageArtifact, client_public_key: str) -> Path:
     """The image plus a tiny archive that authorizes the lab's client key; cached."""
     entry = _boot_initrd_entry(image.key, client_public_key)
-    with entry.lock():
-        if entry.meta() is None:
-            overlay = CpioWriter()
-            overlay.directory("root/.ssh", 0o700)
-            overlay.file("root/.ssh/authorized_keys", (client_public_key.strip() + "\n").encode(), 0o600)
-            with entry.building() as work:
-                # The image (with its host private key) and the key overlay: private.
-                atomic.write_bytes(work / "initrd.cpio.gz", image.initramfs.read_bytes() + overlay.gzipped(),
-                                   mode=0o600)
-                entry.publish(work, {"image": image.key})
+
+    def concatenate(space: Workspace) -> dict:
+        overlay = CpioWriter()
+        overlay.directory("root/.ssh", 0o700)
+        overlay.file("root/.ssh/authorized_keys", (client_public_key.strip() + "\n").encode(), 0o600)
+        # The image (with its host private key) and the key overlay: private.
+        atomic.write_bytes(space.result / "initrd.cpio.gz", image.initramfs.read_bytes() + overlay.gzipped(),
+                           mode=0o600)
+        return {"image": image.key}
+
+    ensure(entry, concatenate)
     _private(entry.path / "initrd.cpio.gz")
     return entry.path / "initrd.cpio.gz"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from lab.buildlog import first_error_line, jobs, run_logged
-from lab.cache import Entry, content_key
+from lab.cache import Entry, Workspace, content_key, ensure
 from lab.config import Arch, KernelSource, Lab
 from lab.errors import BuildError, BuildTimeout
 from lab.sources import resolve, source_tree
@@ -113,10 +113,7 @@ def ensure_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Progress
         raise BuildError(f"kernel {source.name} for {arch.name} not built: {why}")
     entry = kernel_entry(lab, arch, source)
     key = entry.key
-    with entry.lock():
-        meta = entry.meta()
-        if meta is None:
-            meta = _build(lab, arch, source, compiler, entry, progress)
+    meta = ensure(entry, lambda space: _build(lab, arch, source, compiler, space, progress))
     if not meta["ok"]:
         # Paths in the kernel tree read best relative to it (as in the kernel's own messages).
         error = re.sub(r"\S*/kernel-sources/[0-9a-f]+/", "", meta["error"])
@@ -126,66 +123,60 @@ def ensure_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Progress
                           config=entry.path / "config", version=meta["version"])
 
 
-def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, entry: Entry, progress: Progress) -> dict:
+def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, space: Workspace,
+           progress: Progress) -> dict:
+    """Configure and build into `space`; the meta of the result (a compiler error is a result too)."""
     tree = source_tree(source, progress)
     what = f"kernel {source.name} for {arch.name}"
-    # The log lives beside the entry while building, so a failure can name it.
-    log = entry.path.parent / f"{entry.key}.build.log"
-    log.unlink(missing_ok=True)
-    with entry.building() as work:
-        build = work / "build"
-        build.mkdir()
-        make = ["make", "-C", str(tree), f"O={build}", f"ARCH={arch.kernel.make_arch}",
-                f"CROSS_COMPILE={compiler.cross_compile}", f"-j{jobs()}"]
-        started = time.monotonic()
-        progress(f"building {what} (log: {log})")
-        compiling = False  # only a failure of the image build itself is deterministic
-        try:
-            limit = lab.build.timeout_s
-            run_logged(make + ["tinyconfig"], log, what=f"{what}: make tinyconfig", timeout_s=limit)
-            wanted: dict[str, str] = {}
-            for fragment in _fragments(lab, arch):
-                wanted.update(parse_fragment(fragment.read_text()))
-            dot_config = build / ".config"
-            dot_config.write_text(merge_fragments(dot_config.read_text(), wanted))
-            run_logged(make + ["olddefconfig"], log, what=f"{what}: make olddefconfig", timeout_s=limit)
-            defined = defined_symbols(tree, arch.kernel.arch_dir)
-            unknown = sorted(set(wanted) - defined)
-            if unknown:
-                with log.open("a") as fh:
-                    fh.write(f"lab: not defined by this kernel version, not checked: {' '.join(unknown)}\n")
-            unmet = unmet_options(dot_config.read_text(), wanted, defined)
-            if unmet:
-                raise BuildError(f"{what}: config options did not take effect (unmet dependencies?): "
-                                 f"{', '.join(unmet)} (config: {dot_config}; log: {log})")
-            compiling = True
-            run_logged(make + [arch.kernel.image_target], log, what=f"{what}: make {arch.kernel.image_target}",
-                       timeout_s=limit)
-        except BuildTimeout:
-            raise  # the host was slow or the build hung: not a property of these inputs
-        except BuildError:
-            error = first_error_line(log.read_text(errors="replace")) if compiling else None
-            if error is None or "***" in error:
-                raise  # not a compiler failure of the kernel itself: show it, do not cache it
-            # A compiler error is deterministic for these inputs: cache the failure.
-            result = work / "result"
-            result.mkdir()
-            shutil.move(log, result / "build.log")
-            shutil.copy(dot_config, result / "config")
-            meta = {"ok": False, "error": error, "seconds": round(time.monotonic() - started, 1)}
-            entry.publish(result, meta)
-            return meta
-        release = (build / "include" / "config" / "kernel.release").read_text().strip()
-        result = work / "result"
-        result.mkdir()
-        shutil.copy(build / arch.kernel.image_path, result / "image")
-        shutil.copy(build / ".config", result / "config")
-        shutil.move(log, result / "build.log")
-        meta = {"ok": True, "version": release, "arch": arch.name, "kernel": source.name,
-                "compiler": compiler.version, "seconds": round(time.monotonic() - started, 1)}
-        entry.publish(result, meta)
-        progress(f"built {what}: {release} in {meta['seconds']} s")
-        return meta
+    log, build = space.log, space.work / "build"
+    build.mkdir()
+    make = ["make", "-C", str(tree), f"O={build}", f"ARCH={arch.kernel.make_arch}",
+            f"CROSS_COMPILE={compiler.cross_compile}", f"-j{jobs()}"]
+    started = time.monotonic()
+    progress(f"building {what} (log: {log})")
+    # A configuration failure is raised, never cached: only the compiler's verdict on
+    # the image build is deterministic for these inputs.
+    _configure(lab, arch, tree, build, make, log, what)
+    try:
+        run_logged(make + [arch.kernel.image_target], log, what=f"{what}: make {arch.kernel.image_target}",
+                   timeout_s=lab.build.timeout_s)
+    except BuildTimeout:
+        raise  # the host was slow or the build hung: not a property of these inputs
+    except BuildError:
+        error = first_error_line(log.read_text(errors="replace"))
+        if error is None or "***" in error:
+            raise  # not a compiler failure of the kernel itself: show it, do not cache it
+        # A compiler error is deterministic for these inputs: cache the failure.
+        shutil.copy(build / ".config", space.result / "config")
+        return {"ok": False, "error": error, "seconds": round(time.monotonic() - started, 1)}
+    release = (build / "include" / "config" / "kernel.release").read_text().strip()
+    shutil.copy(build / arch.kernel.image_path, space.result / "image")
+    shutil.copy(build / ".config", space.result / "config")
+    meta = {"ok": True, "version": release, "arch": arch.name, "kernel": source.name,
+            "compiler": compiler.version, "seconds": round(time.monotonic() - started, 1)}
+    progress(f"built {what}: {release} in {meta['seconds']} s")
+    return meta
+
+
+def _configure(lab: Lab, arch: Arch, tree: Path, build: Path, make: list[str], log: Path, what: str) -> None:
+    """tinyconfig plus the fragments; BuildError if an option of theirs did not take effect."""
+    limit = lab.build.timeout_s
+    run_logged(make + ["tinyconfig"], log, what=f"{what}: make tinyconfig", timeout_s=limit)
+    wanted: dict[str, str] = {}
+    for fragment in _fragments(lab, arch):
+        wanted.update(parse_fragment(fragment.read_text()))
+    dot_config = build / ".config"
+    dot_config.write_text(merge_fragments(dot_config.read_text(), wanted))
+    run_logged(make + ["olddefconfig"], log, what=f"{what}: make olddefconfig", timeout_s=limit)
+    defined = defined_symbols(tree, arch.kernel.arch_dir)
+    unknown = sorted(set(wanted) - defined)
+    if unknown:
+        with log.open("a") as fh:
+            fh.write(f"lab: not defined by this kernel version, not checked: {' '.join(unknown)}\n")
+    unmet = unmet_options(dot_config.read_text(), wanted, defined)
+    if unmet:
+        raise BuildError(f"{what}: config options did not take effect (unmet dependencies?): "
+                         f"{', '.join(unmet)} (config: {dot_config}; log: {log})")
 
 
 def kernel_entry(lab: Lab, arch: Arch, source: KernelSource) -> Entry:

@@ -8,14 +8,13 @@ cache key built from it.
 from __future__ import annotations
 
 import functools
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from lab import apt, procs
 from lab.buildlog import run_logged
-from lab.cache import Entry, content_key, file_digest
+from lab.cache import Entry, Workspace, content_key, ensure, file_digest
 from lab.config import KernelSource
 from lab.errors import BuildError, MissingToolError, UserError
 from lab.toolchain import require_tool
@@ -73,14 +72,13 @@ def source_tree(source: KernelSource, progress: Progress) -> Path:
     """The unpacked source tree, shared by every arch that builds it."""
     resolved = resolve(source)
     entry = Entry("kernel-sources", content_key(resolved.identity))
-    with entry.lock():
-        if entry.meta() is None:
-            progress(f"unpacking kernel {source.name} ({resolved.description})")
-            with entry.building() as work:
-                log = work.parent / f"{entry.key}.unpack.log"
-                log.unlink(missing_ok=True)
-                _unpack(source, resolved.pinned, work, log)
-                entry.publish(work, {"kernel": source.name, "source": resolved.description})
+
+    def unpack(space: Workspace) -> dict:
+        progress(f"unpacking kernel {source.name} ({resolved.description})")
+        _unpack(source, resolved.pinned, space)
+        return {"kernel": source.name, "source": resolved.description}
+
+    ensure(entry, unpack, log_name="unpack.log")
     return entry.path
 
 
@@ -88,26 +86,24 @@ def source_tree(source: KernelSource, progress: Progress) -> Path:
 TAR_EXTRACT = ("tar", "--force-local", "-xf")
 
 
-def _unpack(source: KernelSource, pinned: str, work: Path, log: Path) -> None:
+def _unpack(source: KernelSource, pinned: str, space: Workspace) -> None:
     what = f"unpacking kernel {source.name}"
+    tree, log = space.result, space.log
     if source.git:
         commit = pinned
         # A fixed script; the tree, commit and directory are its arguments, never part of it.
         run_logged(["bash", "-c", 'set -o pipefail; git -C "$1" archive --format=tar "$2" | tar -x -C "$3"',
-                    "git-archive", source.git, commit, str(work)], log, what=f"{what}: git archive {commit[:12]}")
+                    "git-archive", source.git, commit, str(tree)], log, what=f"{what}: git archive {commit[:12]}")
         return
     if source.apt_pin:
-        debs = work.parent / f"{work.name}-deb"
-        debs.mkdir(exist_ok=True)
-        try:
-            apt.fetch(source.apt_pin, apt.BINARY, debs, log)
-            (deb,) = debs.glob("*.deb")
-            run_logged(["dpkg-deb", "-x", str(deb), str(debs / "root")], log, what=f"unpacking {deb.name}")
-            tarball = debs / "root" / "usr" / "src" / f"{source.debian_package}.tar.xz"
-            if not tarball.is_file():
-                raise BuildError(f"{what}: {deb.name} has no usr/src/{source.debian_package}.tar.xz")
-            run_logged([*TAR_EXTRACT, str(tarball), "-C", str(work), "--strip-components=1"], log, what=what)
-        finally:
-            shutil.rmtree(debs, ignore_errors=True)
+        debs = space.work / "deb"
+        debs.mkdir()
+        apt.fetch(source.apt_pin, apt.BINARY, debs, log)
+        (deb,) = debs.glob("*.deb")
+        run_logged(["dpkg-deb", "-x", str(deb), str(debs / "root")], log, what=f"unpacking {deb.name}")
+        tarball = debs / "root" / "usr" / "src" / f"{source.debian_package}.tar.xz"
+        if not tarball.is_file():
+            raise BuildError(f"{what}: {deb.name} has no usr/src/{source.debian_package}.tar.xz")
+        run_logged([*TAR_EXTRACT, str(tarball), "-C", str(tree), "--strip-components=1"], log, what=what)
         return
-    run_logged([*TAR_EXTRACT, pinned, "-C", str(work), "--strip-components=1"], log, what=what)
+    run_logged([*TAR_EXTRACT, pinned, "-C", str(tree), "--strip-components=1"], log, what=what)

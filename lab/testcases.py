@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from lab.buildlog import run_logged
-from lab.cache import Entry, content_key, sha256_file
+from lab.cache import Entry, Workspace, content_key, ensure, sha256_file
 from lab.config import Arch, Lab, Testcase
 from lab.errors import BuildError
 from lab.toolchain import compiler_for
@@ -34,18 +33,15 @@ def ensure_testcase(lab: Lab, arch: Arch, case: Testcase) -> TestcaseBinary:
     compiler = compiler_for(arch)
     source = lab.testcases_dir / case.source
     entry = testcase_entry(lab, arch, case)
-    with entry.lock():
-        if entry.meta() is None:
-            # Next to the entry, not in the work directory: a failed build's log stays readable.
-            log = entry.path.parent / f"{entry.key}.build.log"
-            log.unlink(missing_ok=True)
-            with entry.building() as work:
-                what = f"compiling testcase {case.name} for {arch.name}"
-                run_logged([compiler.gcc, *CFLAGS, "-o", str(work / case.name), str(source)], log, what=what)
-                if not (work / case.name).is_file():
-                    raise BuildError(f"{what}: {compiler.gcc} exited 0 but wrote no binary (log: {log})")
-                shutil.move(log, work / "build.log")
-                entry.publish(work, {"testcase": case.name, "arch": arch.name, "compiler": compiler.version,
-                                     "sha256": sha256_file(work / case.name)})
-        meta = entry.meta()
+
+    def compile_(space: Workspace) -> dict:
+        what = f"compiling testcase {case.name} for {arch.name}"
+        binary = space.result / case.name
+        run_logged([compiler.gcc, *CFLAGS, "-o", str(binary), str(source)], space.log, what=what)
+        if not binary.is_file():
+            raise BuildError(f"{what}: {compiler.gcc} exited 0 but wrote no binary (log: {space.log})")
+        return {"testcase": case.name, "arch": arch.name, "compiler": compiler.version,
+                "sha256": sha256_file(binary)}
+
+    meta = ensure(entry, compile_)
     return TestcaseBinary(name=case.name, path=entry.path / case.name, sha256=meta["sha256"])
