@@ -33,13 +33,21 @@ class KernelBuild:
 
     make_arch: str  # make ARCH=
     image_target: str  # make target, e.g. bzImage
-    image_path: str  # the built image, relative to the build directory
-    fragment: str  # arch fragment in configs/kernel/, applied after common.config
+    # The built image, relative to the build directory; derived when not given:
+    # vmlinux for the vmlinux target, else arch/<arch_dir>/boot/<image_target>.
+    image_path: str = ""
+    fragment: str = ""  # arch fragment in configs/kernel/, applied after common.config; default <arch>.config
     srcarch: str = ""  # the arch/<dir> of the kernel tree when it differs from make_arch (i386 -> x86)
 
     @property
     def arch_dir(self) -> str:
         return self.srcarch or self.make_arch
+
+    def derived(self, arch_name: str) -> "KernelBuild":
+        """With the fields the TOML may leave out filled in."""
+        image_path = self.image_path or (
+            "vmlinux" if self.image_target == "vmlinux" else f"arch/{self.arch_dir}/boot/{self.image_target}")
+        return dataclasses.replace(self, image_path=image_path, fragment=self.fragment or f"{arch_name}.config")
 
 
 @dataclass(frozen=True)
@@ -53,18 +61,29 @@ class BrokenCompiler:
 @dataclass(frozen=True)
 class Toolchain:
     triple: str  # gcc-<triple>, CROSS_COMPILE=<triple>-
-    package: str  # Debian package that provides <triple>-gcc
     libc_package: str  # Debian package with the static C library and headers for <triple>
+    package: str = ""  # Debian package that provides <triple>-gcc; default gcc-<triple>
     # Extra ./configure arguments for the guest's sftp-server (OpenSSH), e.g. to
     # avoid a compiler bug; each with a comment in the TOML.
     openssh_configure: tuple[str, ...] = ()
     broken: BrokenCompiler | None = None
 
 
+# How virtio devices reach the guest: the suffix of QEMU's device models for that
+# transport, and the kernel option the arch's fragment must set for the guest to
+# see them (s390's channel-attached virtio comes with the KVM guest support).
+VIRTIO_TRANSPORTS = {
+    "pci": ("-pci", "CONFIG_VIRTIO_PCI"),
+    "mmio": ("-device", "CONFIG_VIRTIO_MMIO"),
+    "ccw": ("-ccw", "CONFIG_S390_GUEST"),
+}
+
+
 @dataclass(frozen=True)
 class Qemu:
     binary: str
     package: str  # Debian package that provides the binary
+    virtio: str = field(metadata=_choices(*VIRTIO_TRANSPORTS))  # transport of nic, rng and disk
     nic: str  # QEMU device model for the SSH network interface
     console: str  # kernel console= device
     # The serial port (0 = first) the console device is on; earlier ports stay unconnected.
@@ -353,12 +372,31 @@ def _checked_name(kind: str, name: str, where: str) -> None:
 
 
 def load_arch(path: Path, root: Path) -> Arch:
-    _checked_name("arch", path.stem, _rel(path, root))
-    arch = _from_table(Arch, _read_toml(path, root), _rel(path, root), name=path.stem)
+    where = _rel(path, root)
+    _checked_name("arch", path.stem, where)
+    arch = _from_table(Arch, _read_toml(path, root), where, name=path.stem)
+    toolchain = dataclasses.replace(arch.toolchain, package=arch.toolchain.package or f"gcc-{arch.toolchain.triple}")
+    arch = dataclasses.replace(arch, kernel=arch.kernel.derived(arch.name), toolchain=toolchain)
     fragment = root / "configs" / "kernel" / arch.kernel.fragment
     if not fragment.is_file():
-        raise ConfigError(f"{_rel(path, root)}: kernel.fragment: {fragment} does not exist")
+        raise ConfigError(f"{where}: kernel.fragment: {fragment} does not exist")
+    _check_virtio(arch, where, [fragment, root / "configs" / "kernel" / "common.config"])
     return arch
+
+
+def _check_virtio(arch: Arch, where: str, fragments: list[Path]) -> None:
+    """nic, rng and disk use the declared transport, and the fragments enable it."""
+    suffix, option = VIRTIO_TRANSPORTS[arch.qemu.virtio]
+    for name in ("nic", "rng", "disk"):
+        model = getattr(arch.qemu, name)
+        if model and model.startswith("virtio-") and not model.split(",")[0].endswith(suffix):
+            raise ConfigError(f"{where}.qemu.{name}: {model!r} is not a virtio-{arch.qemu.virtio} device "
+                              f"(its model must end in {suffix!r}, as qemu.virtio = {arch.qemu.virtio!r} says)")
+    lines = {line.strip() for f in fragments if f.is_file() for line in f.read_text().splitlines()}
+    if f"{option}=y" not in lines:
+        raise ConfigError(f"{where}.qemu.virtio: {arch.qemu.virtio!r} needs {option}=y in "
+                          f"configs/kernel/{arch.kernel.fragment} (or common.config): without it the guest "
+                          f"sees none of its virtio devices")
 
 
 def load_testcase(path: Path, root: Path) -> Testcase:

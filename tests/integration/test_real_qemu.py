@@ -605,7 +605,7 @@ def test_a_taken_port_is_retried_with_another(artifacts, tmp_path):
 
 def test_malformed_config_is_a_one_line_error_at_startup(repo_copy, tmp_path):
     arch_toml = repo_copy / "configs/arches/sparc64.toml"
-    arch_toml.write_text(arch_toml.read_text().replace("memory_mib = 512", 'memory_mib = "512M"'))
+    arch_toml.write_text(arch_toml.read_text().replace("[qemu]\n", '[qemu]\nmemory_mib = "512M"\n'))
     before = set(qemu_processes())
     proc = subprocess.run([sys.executable, "-m", "lab", "run", "--out", str(tmp_path / "run")],
                           capture_output=True, text=True, cwd=REPO, timeout=60,

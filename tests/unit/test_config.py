@@ -39,7 +39,7 @@ def _edit(path, old, new):
 
 
 def test_wrong_type_names_file_and_field(repo_copy):
-    _edit(repo_copy / "configs/arches/i386-pae.toml", "memory_mib = 512", 'memory_mib = "lots"')
+    _edit(repo_copy / "configs/arches/i386-pae.toml", "[qemu]\n", '[qemu]\nmemory_mib = "lots"\n')
     with pytest.raises(ConfigError, match=r"configs/arches/i386-pae.toml\.qemu\.memory_mib: expected an integer"):
         load_lab(repo_copy)
 
@@ -144,7 +144,7 @@ def test_names_that_become_paths_follow_one_pattern(repo_copy):
     ("boot_timeout_s = ", "boot_timeout_s = nan #", "guest.boot_timeout_s: expected a finite number, got nan"),
     ("boot_timeout_s = ", "boot_timeout_s = inf #", "guest.boot_timeout_s: expected a finite number, got inf"),
     ("boot_timeout_s = ", "boot_timeout_s = 1e9 #", "guest.boot_timeout_s: 1000000000.0 is above the maximum 3600"),
-    ("memory_mib = 512", "memory_mib = 999999", "qemu.memory_mib: 999999 is above the maximum 16384"),
+    ("[qemu]\n", "[qemu]\nmemory_mib = 999999\n", "qemu.memory_mib: 999999 is above the maximum 16384"),
 ])
 def test_non_finite_and_out_of_range_numbers_are_refused(repo_copy, old, new, complaint):
     _edit(repo_copy / "configs/arches/i386-pae.toml", old, new)
@@ -164,4 +164,32 @@ def test_non_finite_parameters_and_build_limits_are_refused(repo_copy):
     _edit(repo_copy / "testcases/odirect_swapout.toml", "default = nan", "default = 30.0")
     (repo_copy / "configs/lab.toml").write_text((repo_copy / "configs/lab.toml").read_text() + "\n[build]\ntimeout_s = inf\n")
     with pytest.raises(ConfigError, match=r"configs/lab.toml: build.timeout_s: expected a finite number, got inf"):
+        load_lab(repo_copy)
+
+
+def test_arch_fields_that_follow_from_others_are_derived():
+    i386 = LAB.arches["i386"]
+    assert i386.kernel.fragment == "i386.config"
+    assert i386.kernel.image_path == "arch/x86/boot/bzImage"
+    assert i386.toolchain.package == "gcc-i686-linux-gnu"
+    assert LAB.arches["sparc64"].kernel.image_path == "vmlinux"
+    assert LAB.arches["x86_64"].toolchain.package == "gcc", "a field given is kept"
+
+
+@pytest.mark.parametrize("arch, old, new, complaint", [
+    ("i386-pae", 'nic = "virtio-net-pci"', 'nic = "virtio-net-device"',
+     r"qemu\.nic: 'virtio-net-device' is not a virtio-pci device"),
+    ("arm64", 'virtio = "mmio"', 'virtio = "pci"', r"qemu\.nic: 'virtio-net-device' is not a virtio-pci device"),
+    ("s390x", 'virtio = "ccw"', 'virtio = "usb"', r"qemu\.virtio: 'usb' is not one of pci, mmio, ccw"),
+])
+def test_virtio_devices_must_match_the_declared_transport(repo_copy, arch, old, new, complaint):
+    _edit(repo_copy / f"configs/arches/{arch}.toml", old, new)
+    with pytest.raises(ConfigError, match=rf"configs/arches/{arch}\.toml.{complaint}"):
+        load_lab(repo_copy)
+
+
+def test_the_virtio_transport_must_be_enabled_in_the_fragment(repo_copy):
+    _edit(repo_copy / "configs/kernel/riscv64.config", "CONFIG_VIRTIO_MMIO=y", "# CONFIG_VIRTIO_MMIO is not set")
+    with pytest.raises(ConfigError, match=r"configs/arches/riscv64\.toml\.qemu\.virtio: 'mmio' needs "
+                                          r"CONFIG_VIRTIO_MMIO=y in configs/kernel/riscv64\.config"):
         load_lab(repo_copy)

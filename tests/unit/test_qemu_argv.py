@@ -1,6 +1,8 @@
 """QEMU command lines per arch, compared with golden files.
 
-Regenerate after an intended change with: LAB_REGEN_GOLDEN=1 pytest tests/unit/test_qemu_argv.py
+A new arch's golden file is written on the first run, which fails once so that
+someone reads it before it is committed. Regenerate after an intended change
+with: LAB_REGEN_GOLDEN=1 pytest tests/unit/test_qemu_argv.py
 """
 
 import os
@@ -28,8 +30,11 @@ def test_argv_golden(name):
     golden = GOLDEN / f"argv-{name}.txt"
     if os.environ.get("LAB_REGEN_GOLDEN"):
         golden.write_text(line)
-    assert golden.is_file(), f"no golden file for {name}: run with LAB_REGEN_GOLDEN=1"
-    assert line == golden.read_text()
+    if not golden.is_file():
+        golden.write_text(line)
+        pytest.fail(f"no golden argv for the new arch {name}: wrote {golden} from today's argv; read it, "
+                    f"commit it if it is right, and the next run compares against it")
+    assert line == golden.read_text(), f"argv of {name} differs from {golden} (LAB_REGEN_GOLDEN=1 if intended)"
 
 
 @pytest.mark.parametrize("name", sorted(LAB.arches))
