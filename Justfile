@@ -14,6 +14,10 @@ run *ARGS: setup
 test *ARGS: setup
     {{python}} -m pytest -v -ra tests "$@"
 
+# The unit tests alone (about 30 s, no QEMU): the loop while editing the lab.
+unit *ARGS: setup
+    {{python}} -m pytest -q tests/unit "$@"
+
 # Per-cell timings (QEMU start -> ready -> SSH -> test done) and total wall time.
 bench *ARGS: setup
     {{python}} -m lab.bench "$@"

@@ -24,7 +24,7 @@ from lab.buildlog import run_into_log
 from lab.cache import Entry, Workspace, content_key, ensure
 from lab.config import AptPin
 from lab.errors import ArchiveError, BuildError, MissingToolError, PinError
-from lab.toolchain import require_tool
+from lab.hosttools import require_tool
 
 SOURCE, BINARY = "deb-src", "deb"
 _INDEX = {SOURCE: "Sources", BINARY: "Packages"}  # madison's last word for each kind of entry

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab import cli
+from lab import cli, exitcodes, rundir
 from lab import config as cfg
 from lab.cache import cache_root
 from lab.images import built_image
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  -j {jobs}: {wall:6.1f} s, speed-up {speedup:.2f}x over -j {base_jobs}, "
                   f"efficiency {speedup / (jobs / base_jobs):.0%}")
     # A FAIL is a finding, not a benchmark failure; an ERROR means the numbers are incomplete.
-    return 2 if code == 2 else 0
+    return exitcodes.PROBLEM if code == exitcodes.PROBLEM else exitcodes.OK
 
 
 def _run(args, jobs: int) -> tuple[int, float, str]:
@@ -80,10 +80,10 @@ def _run(args, jobs: int) -> tuple[int, float, str]:
     started = time.monotonic()
     code = cli.main(run_args)
     wall = time.monotonic() - started
-    results = Path(out) / "results.json"
+    results = Path(out) / rundir.RESULTS
     if not results.is_file():
         print(f"bench: the run wrote no results (exit {code})")
-        return code or 2, wall, out
+        return code or exitcodes.PROBLEM, wall, out
     data = json.loads(results.read_text())
     print("\nper cell, seconds after QEMU start:")
     print(f"  {'cell':36} {'status':8} {'ready':>7} {'ssh':>7} {'done':>7} {'test':>7}")

@@ -1,14 +1,11 @@
-"""The `lab` command. The only place where exceptions become exit codes.
-
-Exit codes: 0 nothing failed; 1 a test FAILed or TIMEOUTed; 2 usage/config
-error or ERROR (the lab could not get an answer); 130/143 interrupted.
-"""
+"""The `lab` command: parses arguments, calls the modules that do the work, and
+turns exceptions into exit codes through the one table in lab.exitcodes
+(0 nothing failed; 1 a test FAILed or TIMEOUTed; 2 usage/config error or ERROR;
+130/143 interrupted)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import shlex
@@ -20,32 +17,27 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 from lab import config as cfg
-from lab import doctor, runfile, shard
-from lab.errors import InfraError, LabError, UserError
+from lab import doctor, exitcodes, merge, plan, rundir
+from lab.artifacts import prepare
+from lab.errors import UserError
+from lab.exitcodes import Terminated
+from lab.guest import PortAllocator
+from lab.hosttools import compiler_for, qemu_binary
 from lab.images import built_image, ensure_image, planned_initrd, resolved_sources, source_states
 from lab.kernels import ensure_kernel, kernel_entry
 from lab.progress import Progress
 from lab.qemu import ACCELERATORS, kill_all, qemu_argv, running
 from lab.remote import client_key
 from lab.report import write_reports
-from lab.report.compare import compare, compare_dirs, read_run, render_comparison
+from lab.report.compare import compare, compare_dirs, render_comparison
 from lab.report.terminal import render_text
-from lab.results import Journal, run_exit_code
-from lab.scheduler import Job, PortAllocator, Runner, plan_jobs, prepare
+from lab.results import run_exit_code
+from lab.runner import Runner
 from lab.testcases import ensure_testcase, testcase_entry
-from lab.toolchain import compiler_for, qemu_binary
 
-EXIT_USAGE = 2
 MAX_PARALLEL = 64  # guests at once: each is a QEMU with its memory
-EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
-
-
-class Terminated(Exception):
-    """SIGTERM arrived: stop like on Ctrl-C."""
 
 
 def _now() -> str:
@@ -53,10 +45,7 @@ def _now() -> str:
 
 
 def _selection(lab: cfg.Lab, args) -> tuple[list[str], list[str], list[str]]:
-    arches = cfg.pick("arch", args.arch, lab.arches, lab.plan.arches)
-    kernels = cfg.pick("kernel", args.kernel, lab.kernels, lab.plan.kernels)
-    tests = cfg.pick("testcase", getattr(args, "test", None), lab.testcases, lab.plan.testcases)
-    return arches, kernels, tests
+    return plan.selection(lab, args.arch, args.kernel, getattr(args, "test", None))
 
 
 def _check_host(lab: cfg.Lab, arches: list[str]) -> None:
@@ -83,7 +72,7 @@ def _baseline(args) -> list | None:
     """The baseline run's cells (--baseline DIR), read before any work so a bad path fails fast."""
     if not getattr(args, "baseline", None):
         return None
-    return read_run(Path(args.baseline))[1]
+    return rundir.read_run(Path(args.baseline))[1]
 
 
 def _finish(out: Path, cells: list, meta: dict, baseline: list | None, baseline_dir: str | None) -> None:
@@ -104,19 +93,10 @@ def _color_wanted() -> bool:
 # --- commands ------------------------------------------------------------------------
 
 
-def _new_plan(lab: cfg.Lab, args) -> dict:
-    """The run's plan; with --shard, "jobs" is this shard's part of the full plan in "plan"."""
-    arches, kernels, tests = _selection(lab, args)
-    jobs = plan_jobs(lab, arches, kernels, tests, kernels_chosen=bool(args.kernel))
-    params = cfg.param_overrides([lab.testcases[t] for t in tests], args.param)
-    full = {"arches": arches, "kernels": kernels, "testcases": tests,
-            "jobs": [[j.arch.name, j.kernel.name] for j in jobs], "params": params, "repeat": args.repeat}
-    run = {**full, "plan": full, "plan_id": shard.plan_id(full), "shard": args.shard or ""}
-    if args.shard:
-        index, count = shard.parse_shard(args.shard)
-        costs = shard.job_costs(Path(args.shard_costs) if args.shard_costs else None)
-        run["jobs"] = shard.assign(full["jobs"], count, costs, len(tests))[index - 1]
-    return run
+def _plan_request(args) -> plan.Request:
+    return plan.Request(arch=args.arch, kernel=args.kernel, test=args.test, params=tuple(args.param),
+                        repeat=args.repeat, shard=args.shard,
+                        shard_costs=Path(args.shard_costs) if args.shard_costs else None)
 
 
 def _resumed_plan(lab: cfg.Lab, args, out: Path) -> dict:
@@ -124,121 +104,93 @@ def _resumed_plan(lab: cfg.Lab, args, out: Path) -> dict:
     given += ["param"] * bool(args.param) + ["repeat"] * (args.repeat != 1)
     if given:
         raise UserError(f"--resume continues a run as it was planned: drop --{given[0]}")
-    plan = runfile.read(out)
-    for arch, kernel in plan["jobs"]:
-        if arch not in lab.arches or kernel not in lab.kernels:
-            raise UserError(f"--resume {out}: the run has {arch}/{kernel}, which configs/ no longer declare")
-    unknown = [t for t in plan["testcases"] if t not in lab.testcases]
-    if unknown:
-        raise UserError(f"--resume {out}: the run has testcase {unknown[0]}, which testcases/ no longer declares")
-    return plan
-
-
-@contextlib.contextmanager
-def _run_directory(out: Path, resume: bool) -> Iterator[None]:
-    """Hold `out` for this run: a directory that holds a run already is refused unless
-    resumed, and a second lab writing into it at the same time is refused."""
-    if not resume and (out / runfile.RUN_PLAN).exists():
-        raise UserError(f"--out {out}: already holds a run ({runfile.RUN_PLAN}); continue it with "
-                        f"--resume {out}, or give another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "?"
-            raise UserError(f"{out}: another lab run (pid {holder}) is writing this directory") from None
-        lock.truncate(0)
-        lock.write(f"{os.getpid()}\n")
-        lock.flush()
-        yield
-
-
-def _jobs_of(lab: cfg.Lab, plan: dict, done: set) -> list:
-    """The plan's jobs, each with only the testcases whose cells are not finished yet."""
-    jobs = []
-    for arch, kernel in plan["jobs"]:
-        cases = tuple(lab.testcases[t] for t in plan["testcases"] if (arch, kernel, t) not in done)
-        if cases:
-            jobs.append(Job(lab.arches[arch], lab.kernels[kernel], cases))
-    return jobs
+    return plan.resumed_plan(lab, out)
 
 
 def cmd_run(args) -> int:
     lab = cfg.load_lab()
     out = Path(args.resume) if args.resume else _out_dir(args.out)
-    plan = _resumed_plan(lab, args, out) if args.resume else _new_plan(lab, args)
-    _check_host(lab, list(dict.fromkeys(arch for arch, _ in plan["jobs"])))
+    run_plan = _resumed_plan(lab, args, out) if args.resume else plan.new_plan(lab, _plan_request(args))
+    _check_host(lab, list(dict.fromkeys(arch for arch, _ in run_plan["jobs"])))
     baseline = _baseline(args)
-    journal_path = out / "journal.jsonl"
-    done = {c.key for c in Journal.read(journal_path)} if args.resume else set()
-    jobs = _jobs_of(lab, plan, done)
+    done = {c.key for c in rundir.cells(out)} if args.resume else set()
+    jobs = plan.jobs_of(lab, run_plan, done)
     if args.dry_run:
-        _, public_key = client_key()
-        ports = PortAllocator()
-        for job in jobs:
-            initrd = planned_initrd(lab, job.arch, public_key) or Path("<initrd: not built yet>")
-            kernel = kernel_entry(lab, job.arch, job.kernel).path / "image"
-            # A port free now, so the line can be run by hand; a real run picks its own.
-            argv = qemu_argv(job.arch, kernel=kernel, initrd=initrd, ssh_port=ports.take(), accel=args.accel,
-                             binary=qemu_binary(job.arch))
-            print(f"# {job.name}: {', '.join(t.name for t in job.testcases)}")
-            print(shlex.join(argv))
-        return 0
-
+        return _dry_run(lab, args, jobs)
     # Only now does the run leave anything on disk (--dry-run above creates nothing).
-    with _run_directory(out, resume=bool(args.resume)):
-        return _run_and_report(lab, args, out, plan, jobs, done, baseline)
+    with rundir.hold(out, resume=bool(args.resume)):
+        return _run_and_report(lab, args, out, run_plan, jobs, done, baseline)
 
 
-def _run_and_report(lab: cfg.Lab, args, out: Path, plan: dict, jobs: list, done: set,
+def _dry_run(lab: cfg.Lab, args, jobs: list[plan.Job]) -> int:
+    """Print each job's QEMU command line; build and start nothing."""
+    _, public_key = client_key()
+    ports = PortAllocator()
+    for job in jobs:
+        initrd = planned_initrd(lab, job.arch, public_key) or Path("<initrd: not built yet>")
+        kernel = kernel_entry(lab, job.arch, job.kernel).path / "image"
+        # A port free now, so the line can be run by hand; a real run picks its own.
+        argv = qemu_argv(job.arch, kernel=kernel, initrd=initrd, ssh_port=ports.take(), accel=args.accel,
+                         binary=qemu_binary(job.arch))
+        print(f"# {job.name}: {', '.join(t.name for t in job.testcases)}")
+        print(shlex.join(argv))
+    return exitcodes.OK
+
+
+def _run_and_report(lab: cfg.Lab, args, out: Path, run_plan: dict, jobs: list[plan.Job], done: set,
                     baseline: list | None) -> int:
     """Run the jobs and write the reports: of every cell that finished, whatever stops the run."""
-    journal = Journal(out / "journal.jsonl")
     progress = Progress(guests=running)
     # A resumed run keeps its run.json (id, start time, plan); a new one writes it first.
-    meta = {"run_id": out.name, "started": _now(), "host": socket.gethostname(), **plan,
+    meta = {"run_id": out.name, "started": _now(), "host": socket.gethostname(), **run_plan,
             "finished": "", "command": sys.argv[1:]}
     if args.resume:
         progress(f"resuming {out}: {len(done)} cells already done")
     else:
-        runfile.write(out, meta)
+        rundir.write(out, meta)
     cells_left = sum(len(j.testcases) for j in jobs)
     progress(f"run {out}: {len(jobs)} jobs ({', '.join(j.name for j in jobs)}), {cells_left} cells, -j {args.jobs}")
-    exit_code = None
-    crash = None
+    stopped = None  # (exit code, what to say after the reports) when the run did not end by itself
     runner = None
     try:
         artifacts = prepare(lab, jobs, progress)
-        runner = Runner(lab, out, journal, accel=args.accel, progress=progress, params=plan.get("params", {}),
-                        repeat=plan.get("repeat", 1), timeout_factor=args.timeout_factor, retries=args.retries,
-                        on_cell=progress.cell_done)
+        runner = Runner(lab, out, rundir.journal(out), accel=args.accel, progress=progress,
+                        params=run_plan.get("params", {}), repeat=run_plan.get("repeat", 1),
+                        timeout_factor=args.timeout_factor, retries=args.retries, on_cell=progress.cell_done)
         progress.start_cells(cells_left)
         runner.run(jobs, artifacts, args.jobs)
-    except KeyboardInterrupt:
-        exit_code = EXIT_SIGINT
-    except Terminated:
-        exit_code = EXIT_SIGTERM
-    except Exception:  # noqa: BLE001 - a lab bug: still report every finished cell, then say where the traceback is
-        crash = _save_traceback(out)
-        exit_code = EXIT_USAGE
+    except BaseException as exc:  # noqa: BLE001 - whatever stops the run, every finished cell is reported
+        stopped = _stopped_by(exc, out)
     finally:
         progress.close()
         if runner:
             runner.stop.set()
-        kill_all(closing=exit_code is not None)
-        if exit_code is not None:
+        kill_all(closing=stopped is not None)
+        if stopped is not None:
             progress("interrupted: guests killed; writing reports for the finished cells")
-    cells = Journal.read(journal.path)
+    cells = rundir.cells(out)
     meta["finished"] = _now()
-    runfile.write(out, meta)
+    rundir.write(out, meta)
     _finish(out, cells, meta, baseline, args.baseline)
     print(f"\nresults: {out}/ (matrix.html, junit.xml, results.json, journal.jsonl, logs/)")
-    if crash:
-        print(f"lab: internal error: {crash[0]} (traceback: {crash[1]}); the reports above have every "
-              f"cell that finished", file=sys.stderr)
-    return exit_code if exit_code is not None else run_exit_code(cells)
+    if stopped is None:
+        return run_exit_code(cells)
+    if stopped[1]:
+        print(f"{stopped[1]}; the reports above have every cell that finished", file=sys.stderr)
+    return stopped[0]
+
+
+def _stopped_by(exc: BaseException, out: Path) -> tuple[int, str]:
+    """The exit code for what stopped a run, and what to tell the user (nothing for a signal)."""
+    known = exitcodes.for_exception(exc)
+    if known and isinstance(exc, (KeyboardInterrupt, Terminated)):
+        return known[0], ""
+    if known:
+        return known[0], f"lab: {known[1]}: {exc}"
+    if not isinstance(exc, Exception):
+        raise exc  # SystemExit and the like are not the run's business
+    summary, path = _save_traceback(out)
+    return exitcodes.PROBLEM, f"lab: internal error: {summary} (traceback: {path})"
 
 
 def _save_traceback(directory: Path | None = None) -> tuple[str, Path]:
@@ -249,7 +201,7 @@ def _save_traceback(directory: Path | None = None) -> tuple[str, Path]:
     try:
         if directory is None:
             raise OSError("no run directory")
-        path = directory / "lab-traceback.txt"
+        path = directory / rundir.TRACEBACK
         path.write_text(text)
     except OSError:
         fd, name = tempfile.mkstemp(prefix="lab-traceback-", suffix=".txt")
@@ -262,23 +214,18 @@ def _save_traceback(directory: Path | None = None) -> tuple[str, Path]:
 def cmd_merge(args) -> int:
     out = Path(args.out)
     baseline = _baseline(args)
-    meta, cells, problems = shard.merge([Path(d) for d in args.dirs], out)
+    meta, cells, problems = merge.merge([Path(d) for d in args.dirs], out)
     _finish(out, cells, meta, baseline, args.baseline)
-    # Kept next to the reports, so a pipeline (and a reader of its artifacts) sees the gap.
-    problems_file = out / "merge-problems.txt"
-    problems_file.unlink(missing_ok=True)
-    if problems:
-        problems_file.write_text("".join(f"{p}\n" for p in problems))
     for problem in problems:
         print(f"lab merge: {problem}", file=sys.stderr)
     print(f"\nmerged {len(args.dirs)} runs into {out}/: {len(cells)} cells, {len(problems)} problems")
-    return EXIT_USAGE if problems else run_exit_code(cells)
+    return exitcodes.PROBLEM if problems else run_exit_code(cells)
 
 
 def cmd_report(args) -> int:
     out = Path(args.dir)
     baseline = _baseline(args)
-    meta, cells = read_run(out)
+    meta, cells = rundir.read_run(out)
     _finish(out, cells, meta, baseline, args.baseline)
     return run_exit_code(cells)
 
@@ -287,7 +234,7 @@ def cmd_compare(args) -> int:
     """Exit 1 when a cell newly fails or errors, so a nightly job can flag regressions."""
     comparison = compare_dirs(Path(args.old), Path(args.new))
     print(render_comparison(comparison))
-    return 1 if comparison.regressed else 0
+    return exitcodes.FINDING if comparison.regressed else exitcodes.OK
 
 
 def cmd_list(args) -> int:
@@ -530,25 +477,24 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
-    except UserError as exc:
-        print(f"lab: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except InfraError as exc:
-        print(f"lab: ERROR: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except LabError as exc:
-        print(f"lab: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
+    except Exception as exc:  # noqa: BLE001 - one line and a code from the table, never a traceback
+        return _exit_for(exc)
+    except (KeyboardInterrupt, Terminated) as exc:
         kill_all()
-        return EXIT_SIGINT
-    except Terminated:
-        kill_all()
-        return EXIT_SIGTERM
-    except Exception:  # noqa: BLE001 - one line and exit 2, never a traceback and never 1 ("a test failed")
-        summary, path = _save_traceback()
-        print(f"lab: internal error: {summary} (traceback: {path})", file=sys.stderr)
-        return EXIT_USAGE
+        return _exit_for(exc)
     finally:
         kill_all()
         signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_for(exc: BaseException) -> int:
+    """One line on stderr (none for a signal) and the exit code lab.exitcodes gives."""
+    known = exitcodes.for_exception(exc)
+    if known is None:
+        # Never a traceback, and never 1 ("a test failed"): exit 2 and where the traceback is.
+        summary, path = _save_traceback()
+        print(f"lab: internal error: {summary} (traceback: {path})", file=sys.stderr)
+        return exitcodes.PROBLEM
+    if isinstance(exc, Exception):
+        print(f"lab: {known[1]}: {exc}", file=sys.stderr)
+    return known[0]

@@ -104,6 +104,12 @@ def tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+def last_line(text: str) -> str:
+    """The last non-blank line, for messages ("no console output" if there is none)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no console output"
+
+
 # A guest may print without end: the log keeps LOG_CAP_BYTES, memory the last
 # MEMORY_KEEP_CHARS (trimmed when it holds twice that). Offsets stay absolute.
 MEMORY_KEEP_CHARS = 8 << 20

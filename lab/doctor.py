@@ -11,8 +11,8 @@ from lab.config import Lab
 from lab.errors import UserError
 from lab.hostdeps import BASE_PACKAGES
 from lab.images import source_states
-from lab.sources import resolve
-from lab.toolchain import compiler_for, known_miscompile
+from lab.kernel_sources import resolve
+from lab.hosttools import compiler_for, known_miscompile
 
 # A tinyconfig kernel build tree is ~1.5 GB, an unpacked source tree as much again.
 MIN_FREE_BYTES = 10 << 30

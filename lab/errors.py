@@ -30,6 +30,10 @@ class MissingToolError(UserError):
         self.package = package
 
 
+class HostSetupError(UserError):
+    """The host's own setup (its apt sources) lacks what the lab's setup builds on."""
+
+
 class InfraError(LabError):
     """The lab or the guest broke: no test answer could be had (cell status ERROR)."""
 

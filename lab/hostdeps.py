@@ -15,7 +15,9 @@ import re
 import sys
 from pathlib import Path
 
+from lab import exitcodes
 from lab.config import Lab, load_lab
+from lab.errors import HostSetupError, LabError
 
 # Needed whatever the arches: kernel builds, guest image builds, SSH keys.
 BASE_PACKAGES = (
@@ -101,7 +103,8 @@ def _mirror_of(debs: list[dict[str, str]], suite: str) -> dict[str, str]:
         for entry in debs:
             if wanted in entry.get("Suites", "").split():
                 return entry
-    raise SystemExit(f"hostdeps: no apt entry for '{suite}' or '{release}' to model '{suite}' on")
+    raise HostSetupError(f"no apt entry for '{suite}' or '{release}' to model '{suite}' on "
+                         f"(the host's apt sources name neither)")
 
 
 def host_sources(apt_dir: Path = Path("/etc/apt")) -> list[dict[str, str]]:
@@ -117,15 +120,19 @@ def host_sources(apt_dir: Path = Path("/etc/apt")) -> list[dict[str, str]]:
 
 
 def main(argv: list[str]) -> int:
-    lab = load_lab()
-    if argv == ["packages"]:
-        print(" ".join(packages(lab)))
-    elif argv == ["sources"]:
-        sys.stdout.write(apt_sources(host_sources(), wanted_entries(lab)))
-    else:
-        print("usage: python3 -m lab.hostdeps packages|sources", file=sys.stderr)
-        return 2
-    return 0
+    try:
+        lab = load_lab()
+        if argv == ["packages"]:
+            print(" ".join(packages(lab)))
+        elif argv == ["sources"]:
+            sys.stdout.write(apt_sources(host_sources(), wanted_entries(lab)))
+        else:
+            print("usage: python3 -m lab.hostdeps packages|sources", file=sys.stderr)
+            return exitcodes.PROBLEM
+    except LabError as exc:
+        print(f"hostdeps: {exitcodes.for_exception(exc)[1]}: {exc}", file=sys.stderr)
+        return exitcodes.for_exception(exc)[0]
+    return exitcodes.OK
 
 
 if __name__ == "__main__":

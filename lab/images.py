@@ -18,11 +18,11 @@ from lab import atomic, procs
 from lab.apt import SOURCE, Offer, SourcePackage, resolve, source_package
 from lab.buildlog import jobs, run_logged
 from lab.cache import Entry, Workspace, content_key, ensure
+from lab.progress import Notify
 from lab.config import GUEST_SOURCE_PACKAGES, Arch, Lab
 from lab.cpio import CpioWriter
 from lab.errors import BuildError, UserError
-from lab.kernels import Progress
-from lab.toolchain import Compiler, compiler_for, require_tool
+from lab.hosttools import Compiler, compiler_for, require_tool
 
 RECIPE_VERSION = "1"
 # Inputs of the cross-built binaries, and of the (cheap) image assembly around them.
@@ -78,7 +78,7 @@ def source_states(lab: Lab) -> dict[str, Offer | UserError]:
     return states
 
 
-def ensure_image(lab: Lab, arch: Arch, progress: Progress = lambda _: None) -> ImageArtifact:
+def ensure_image(lab: Lab, arch: Arch, progress: Notify = lambda _: None) -> ImageArtifact:
     compiler = compiler_for(arch)
     require_tool("dropbearkey", "dropbear-bin")
     require_tool("make", "make")
@@ -94,7 +94,7 @@ def ensure_image(lab: Lab, arch: Arch, progress: Progress = lambda _: None) -> I
 
 
 def _ensure_userland(lab: Lab, arch: Arch, compiler: Compiler, sources: Sources,
-                     progress: Progress) -> Path:
+                     progress: Notify) -> Path:
     """busybox, dropbear and sftp-server for this compiler: the slow part, cached on its own."""
     entry = Entry("userland", userland_key(lab, arch, compiler, sources))
     ensure(entry, lambda space: _build_userland(lab, arch, compiler, sources, space, progress))
@@ -102,7 +102,7 @@ def _ensure_userland(lab: Lab, arch: Arch, compiler: Compiler, sources: Sources,
 
 
 def _build_userland(lab: Lab, arch: Arch, compiler: Compiler, sources: Sources, space: Workspace,
-                    progress: Progress) -> dict:
+                    progress: Notify) -> dict:
     log, work = space.log, space.work
     started = time.monotonic()
     progress(f"building guest userland for {arch.name} (log: {log})")

@@ -7,19 +7,18 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from lab.buildlog import first_error_line, jobs, run_logged
 from lab.cache import Entry, Workspace, content_key, ensure
+from lab.progress import Notify
 from lab.config import Arch, KernelSource, Lab
 from lab.errors import BuildError, BuildTimeout
-from lab.sources import resolve, source_tree
-from lab.toolchain import Compiler, compiler_for, known_miscompile, require_tool
+from lab.kernel_sources import resolve, source_tree
+from lab.hosttools import Compiler, compiler_for, known_miscompile, require_tool
 
 # Bump when the build procedure changes in a way that changes its output.
 RECIPE_VERSION = "1"
 
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ def defined_symbols(tree: Path, arch_dir: str) -> set[str]:
     return symbols
 
 
-def ensure_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Progress = lambda _: None) -> KernelArtifact:
+def ensure_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Notify = lambda _: None) -> KernelArtifact:
     """The built kernel for (arch, source): from the cache, or built now.
 
     A build that failed with a compiler error is cached as failed too (the same
@@ -124,7 +123,7 @@ def ensure_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Progress
 
 
 def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, space: Workspace,
-           progress: Progress) -> dict:
+           progress: Notify) -> dict:
     """Configure and build into `space`; the meta of the result (a compiler error is a result too)."""
     tree = source_tree(source, progress)
     what = f"kernel {source.name} for {arch.name}"

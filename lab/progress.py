@@ -13,6 +13,9 @@ import threading
 import time
 from typing import Callable, TextIO
 
+# What a long step is given to say what it is doing: a Progress, print, or nothing.
+Notify = Callable[[str], None]
+
 REDRAW_S = 1.0
 CLEAR_LINE = "\r\x1b[K"
 

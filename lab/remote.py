@@ -21,7 +21,7 @@ from lab import procs
 from lab.cache import Entry, cache_root
 from lab.capture import BoundedOutput
 from lab.errors import HostKeyMismatch, InfraError, SshError
-from lab.toolchain import require_tool
+from lab.hosttools import require_tool
 
 
 def client_key() -> tuple[Path, str]:

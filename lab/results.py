@@ -1,23 +1,15 @@
-"""Cell results and the run journal.
-
-Each finished cell is appended to journal.jsonl, flushed and fsynced, before
-the next one is reported: a run killed at any point keeps every cell it finished.
-"""
+"""Cell results: what one (arch, kernel, testcase) gave, checked when read back,
+with expectations applied and repeated attempts combined."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
-import sys
-import threading
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
-from lab import names
+from lab import exitcodes, names
 from lab.errors import RunDataError
 
 # ERROR: the lab could not get an answer (build, boot, SSH, push, guest crash).
@@ -25,10 +17,6 @@ from lab.errors import RunDataError
 STATUSES = ("PASS", "FAIL", "XFAIL", "XPASS", "SKIP", "ERROR", "TIMEOUT")
 # What the test itself said, for statuses that an expectation renamed.
 _OUTCOME = {"XFAIL": "FAIL", "XPASS": "PASS"}
-
-# kselftest exit codes; anything else means the test could not judge: ERROR.
-EXIT_STATUS = {0: "PASS", 1: "FAIL", 4: "SKIP"}
-
 
 @dataclass
 class CellResult:
@@ -200,54 +188,6 @@ def combine_attempts(attempts: list[CellResult]) -> CellResult:
     return cell
 
 
-def status_for_exit(exit_code: int | None) -> str:
-    if exit_code is None:
-        return "TIMEOUT"
-    return EXIT_STATUS.get(exit_code, "ERROR")
-
-
 def run_exit_code(cells: list[CellResult]) -> int:
-    """0: nothing unexpected; 1: an unexpected FAIL, an XPASS or a TIMEOUT; 2: an ERROR."""
-    statuses = {c.status for c in cells}
-    if "ERROR" in statuses:
-        return 2
-    if statuses & {"FAIL", "XPASS", "TIMEOUT"}:
-        return 1
-    return 0
-
-
-class Journal:
-    """Append-only JSON lines, one finished cell each."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def append(self, cell: CellResult) -> None:
-        line = (json.dumps(cell.to_dict(), sort_keys=True) + "\n").encode()
-        with self._lock, self.path.open("a+b") as fh:
-            # A line cut off by a crash mid-write must not swallow this one.
-            if fh.seek(0, os.SEEK_END) > 0 and os.pread(fh.fileno(), 1, fh.tell() - 1) != b"\n":
-                line = b"\n" + line
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    @staticmethod
-    def read(path: Path) -> list[CellResult]:
-        """All complete records; a truncated last line (a crash mid-write) is skipped with a warning."""
-        cells: list[CellResult] = []
-        if not path.exists():
-            return cells
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                print(f"warning: {path}:{number}: ignoring a cut-off journal line ({exc})", file=sys.stderr)
-                continue
-            cells.append(CellResult.from_dict(record, where=f"{path}:{number}"))
-        return cells
+    """The run's exit code from its cells' statuses (lab.exitcodes has the table)."""
+    return exitcodes.for_statuses({c.status for c in cells})

@@ -9,7 +9,7 @@ from lab.buildlog import run_logged
 from lab.cache import Entry, Workspace, content_key, ensure, sha256_file
 from lab.config import Arch, Lab, Testcase
 from lab.errors import BuildError
-from lab.toolchain import compiler_for
+from lab.hosttools import compiler_for
 
 # 64-bit file offsets so pagemap offsets do not overflow on 32-bit guests.
 CFLAGS = ("-static", "-O2", "-Wall", "-Wextra", "-D_FILE_OFFSET_BITS=64", "-pthread")

@@ -74,7 +74,7 @@ class FakeApt:
 @pytest.fixture
 def fake_apt(tmp_path, monkeypatch) -> FakeApt:
     """apt-cache and apt-get on PATH answering from a JSON state; apt's resolutions forgotten around it."""
-    from lab import apt, sources
+    from lab import apt, kernel_sources as sources
     bindir = tmp_path / "apt-bin"
     bindir.mkdir()
     for tool in ("apt-cache", "apt-get"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lab import atomic
+from lab import atomic, rundir
 from lab.report.compare import Comparison
 from lab.report.html import write_html
 from lab.report.junit import write_junit
@@ -21,7 +21,7 @@ def write_reports(out_dir: Path, cells: list[CellResult], meta: dict,
     """
     matrix = Matrix.from_cells(cells, meta)
     data = {"run": meta, "exit_code": run_exit_code(cells), "cells": [c.to_dict() for c in matrix.ordered_cells()]}
-    atomic.write_text(out_dir / "results.json", json.dumps(data, indent=2) + "\n")
-    write_junit(out_dir / "junit.xml", matrix)
+    atomic.write_text(out_dir / rundir.RESULTS, json.dumps(data, indent=2) + "\n")
+    write_junit(out_dir / rundir.JUNIT, matrix)
     write_html(out_dir, matrix, comparison)
     return matrix

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lab import exitcodes
 from lab.errors import InfraError, LabError, MissingToolError
 
 QUIET_FLAGS = (
@@ -90,15 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.page.is_file():
         print(f"browser: error: {args.page}: no such file", file=sys.stderr)
-        return 2
+        return exitcodes.PROBLEM
     args.png.parent.mkdir(parents=True, exist_ok=True)
     try:
         load(args.page, size=args.size, screenshot=args.png.resolve())
     except LabError as exc:
         print(f"browser: error: {exc}", file=sys.stderr)
-        return 2
+        return exitcodes.for_exception(exc)[0]
     print(args.png)
-    return 0
+    return exitcodes.OK
 
 
 if __name__ == "__main__":

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import runfile
-from lab.errors import UserError
-from lab.results import CellResult, Journal
+from lab import rundir
+from lab.results import CellResult
 
 # A test-level failure: the exit status counts these as failures (see run_exit_code).
 FAILING = frozenset({"FAIL", "XPASS", "TIMEOUT"})
@@ -104,18 +103,9 @@ def compare(old_cells: list[CellResult], new_cells: list[CellResult], baseline: 
     return Comparison(baseline=baseline, **{attr: tuple(changes) for attr, changes in found.items()})
 
 
-def read_run(directory: Path) -> tuple[dict, list[CellResult]]:
-    """A run directory's meta (run.json; without one, defaults) and cells (journal.jsonl), checked."""
-    journal = directory / "journal.jsonl"
-    if not journal.is_file():
-        raise UserError(f"{journal}: no journal here (expected a run directory written by `lab run`)")
-    meta = runfile.read(directory, required=False) or {}
-    return {"run_id": directory.name, "started": "", "finished": "", **meta}, Journal.read(journal)
-
-
 def compare_dirs(old_dir: Path, new_dir: Path) -> Comparison:
-    _, old_cells = read_run(old_dir)
-    _, new_cells = read_run(new_dir)
+    _, old_cells = rundir.read_run(old_dir)
+    _, new_cells = rundir.read_run(new_dir)
     return compare(old_cells, new_cells, baseline=str(old_dir))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import jinja2
 
 from lab import atomic
-
+from lab.rundir import CELLS, MATRIX, cell_page
 from lab.report.compare import Comparison
 from lab.report.matrix import Matrix
 
@@ -49,16 +49,12 @@ _ENV = jinja2.Environment(
 _ENV.globals.update(status_colors=STATUS_COLORS, legend=LEGEND)
 
 
-def cell_page(arch: str, kernel: str, testcase: str) -> str:
-    return f"cells/{arch}__{kernel}__{testcase}.html"
-
-
 def write_html(out_dir: Path, matrix: Matrix, comparison: Comparison | None = None) -> None:
-    (out_dir / "cells").mkdir(parents=True, exist_ok=True)
+    (out_dir / CELLS).mkdir(parents=True, exist_ok=True)
     changed = comparison.changed_keys() if comparison else {}
     page = _ENV.get_template("matrix.html").render(matrix=matrix, meta=matrix.meta, cell_page=cell_page,
                                                    comparison=comparison, changed=changed)
-    atomic.write_text(out_dir / "matrix.html", page, errors="backslashreplace")
+    atomic.write_text(out_dir / MATRIX, page, errors="backslashreplace")
     template = _ENV.get_template("cell.html")
     for cell in matrix.ordered_cells():
         path = out_dir / cell_page(cell.arch, cell.kernel, cell.testcase)

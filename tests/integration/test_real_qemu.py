@@ -25,8 +25,10 @@ from lab.errors import SshError
 from lab.images import ensure_image, resolved_sources
 from lab.qemu import QemuProcess, qemu_argv
 from lab.remote import Remote, wait_for_banner
-from lab.results import Journal
-from lab.scheduler import Runner, plan_jobs, prepare
+from lab.journal import Journal
+from lab.artifacts import prepare
+from lab.plan import plan_jobs
+from lab.runner import Runner
 from conftest import REPO, qemu_processes
 
 pytestmark = pytest.mark.integration

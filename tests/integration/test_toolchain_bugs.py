@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lab.config import load_lab
-from lab.toolchain import compiler_for, known_miscompile
+from lab.hosttools import compiler_for, known_miscompile
 
 DATA = Path(__file__).parent / "data"
 

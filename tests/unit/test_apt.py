@@ -125,7 +125,7 @@ def test_a_fetch_of_another_version_than_asked_is_refused(fake_apt, isolated_cac
 
 
 def test_kernel_package_pins_fetch_the_binary_package(fake_apt, isolated_cache, tmp_path):
-    from lab.sources import resolve
+    from lab.kernel_sources import resolve
     kernel = load_lab(REPO).kernels["6.12-bpo"]
     resolved = resolve(kernel)
     assert resolved.identity == "deb:linux-source-6.12=6.12.95-1~bpo12+1"

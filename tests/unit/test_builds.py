@@ -78,7 +78,7 @@ def test_userland_key_takes_arch_build_arguments_only_where_there_are_any(tmp_pa
     from pathlib import Path
     from lab.config import load_lab
     from lab.images import userland_key
-    from lab.toolchain import Compiler
+    from lab.hosttools import Compiler
     from conftest import REPO
     lab = load_lab(REPO)
     compiler = Compiler("i686-linux-gnu", "i686-linux-gnu-gcc", "gcc 12")
@@ -101,7 +101,7 @@ def test_another_source_version_is_another_userland_and_image(tmp_path):
     """A pin that resolves to another version never reuses what the old version built."""
     from lab.config import load_lab
     from lab.images import image_key, userland_key
-    from lab.toolchain import Compiler
+    from lab.hosttools import Compiler
     from conftest import REPO
     lab = load_lab(REPO)
     compiler = Compiler("i686-linux-gnu", "i686-linux-gnu-gcc", "gcc 12")
@@ -115,7 +115,7 @@ def test_another_source_version_is_another_userland_and_image(tmp_path):
 def test_a_compiler_listed_as_broken_is_named_with_its_reason_and_others_pass():
     from dataclasses import replace
     from lab.config import BrokenCompiler, load_lab
-    from lab.toolchain import Compiler, known_miscompile
+    from lab.hosttools import Compiler, known_miscompile
     from conftest import REPO
     arch = load_lab(REPO).arches["i386"]
     bad = Compiler("i686-linux-gnu", "i686-linux-gnu-gcc", "i686-linux-gnu-gcc (Debian 12.2.0-14) 12.2.0")

@@ -10,7 +10,8 @@ from lab.report import write_reports
 from lab.report.compare import compare, render_comparison
 from lab.report.terminal import render_text
 from lab.report.matrix import Matrix
-from lab.results import CellResult, Journal
+from lab.journal import Journal
+from lab.results import CellResult
 
 
 def _cell(arch, status, testcase="swp_exclusive", kernel="6.1", expected=""):

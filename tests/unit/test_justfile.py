@@ -46,6 +46,7 @@ def _just(workspace, *args):
     ("run", ["run"]),
     ("test", ["-m", "pytest", "-v", "-ra", "tests"]),
     ("bench", ["-m", "lab.bench"]),
+    ("unit", ["-m", "pytest", "-q", "tests/unit"]),
 ])
 def test_arguments_reach_the_lab_exactly_as_given(workspace, recipe, tool_argv):
     hostile = ["x;touch pwned", "--param", "s=a b", "$(touch pwned2)", "'", "*"]

@@ -6,7 +6,9 @@ import pytest
 from lab.errors import RunDataError
 from lab.report import write_reports
 from lab.report.terminal import render_text
-from lab.results import CellResult, Journal, run_exit_code, status_for_exit
+from lab.cell import status_for_exit
+from lab.journal import Journal
+from lab.results import CellResult, run_exit_code
 
 META = {"run_id": "r1", "started": "2026-01-01T00:00:00Z", "finished": "", "arches": ["i386-pae"],
         "kernels": ["6.1", "6.12"], "testcases": ["swp_exclusive", "other"],

@@ -10,7 +10,8 @@ import pytest
 
 from lab import atomic
 from lab.cli import main
-from lab.results import CellResult, Journal
+from lab.journal import Journal
+from lab.results import CellResult
 
 PASSING = CellResult("i386-pae", "6.1", "swp_exclusive", "PASS", "PASS: fine")
 

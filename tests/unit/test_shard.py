@@ -4,8 +4,10 @@ import os
 import pytest
 
 from lab.errors import RunDataError, UserError
-from lab.results import CellResult, Journal
-from lab.shard import assign, merge, parse_shard, plan_id
+from lab.journal import Journal
+from lab.results import CellResult
+from lab.merge import merge
+from lab.plan import assign, parse_shard, plan_id
 
 JOBS = [[a, k] for a in ("i386-pae", "i386", "x86_64", "sparc64", "riscv64") for k in ("6.1", "6.12")]
 

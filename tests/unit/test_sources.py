@@ -5,7 +5,7 @@ import pytest
 from lab.config import KernelSource
 from lab.errors import UserError
 from lab.hostdeps import _one_line_entries, _stanzas, apt_sources
-from lab.sources import resolve, source_tree
+from lab.kernel_sources import resolve, source_tree
 
 
 def _git(repo, *args):

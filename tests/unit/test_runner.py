@@ -1,4 +1,5 @@
-from lab.scheduler import PortAllocator, _summary
+from lab.cell import summary as _summary
+from lab.guest import PortAllocator
 
 
 def test_summary_uses_the_tests_verdict_line():
@@ -45,8 +46,9 @@ def test_a_signal_while_submitting_jobs_still_stops_the_running_ones(tmp_path, i
     import pytest
 
     from lab.config import load_lab
-    from lab.results import Journal
-    from lab.scheduler import Runner, plan_jobs
+    from lab.journal import Journal
+    from lab.plan import plan_jobs
+    from lab.runner import Runner
     from conftest import REPO
 
     lab = load_lab(REPO)

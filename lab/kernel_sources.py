@@ -10,16 +10,15 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from lab import apt, procs
 from lab.buildlog import run_logged
 from lab.cache import Entry, Workspace, content_key, ensure, file_digest
+from lab.progress import Notify
 from lab.config import KernelSource
 from lab.errors import BuildError, MissingToolError, UserError
-from lab.toolchain import require_tool
+from lab.hosttools import require_tool
 
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ def resolve(source: KernelSource) -> ResolvedSource:
     return ResolvedSource(file_digest(tarball), description, str(tarball))
 
 
-def source_tree(source: KernelSource, progress: Progress) -> Path:
+def source_tree(source: KernelSource, progress: Notify) -> Path:
     """The unpacked source tree, shared by every arch that builds it."""
     resolved = resolve(source)
     entry = Entry("kernel-sources", content_key(resolved.identity))

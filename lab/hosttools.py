@@ -1,4 +1,5 @@
-"""Host tools: cross compilers and QEMU binaries."""
+"""Host tools the lab runs: cross compilers (with their version, part of every cache key), QEMU
+binaries (with their version, part of every provenance), and any other required program."""
 
 from __future__ import annotations
 

@@ -1,0 +1,136 @@
+"""One cell: push a testcase into a running guest, run it, and judge it.
+
+This is the one home of verdicts: how an exit code, a timeout, a guest crash or a
+lost connection becomes PASS, FAIL, SKIP, ERROR or TIMEOUT, and the one-line
+message that says why. (Expectations, XFAIL and XPASS, are applied later by the
+runner from the configs; combined attempts by lab.results.)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from lab.capture import excerpt
+from lab.config import Testcase
+from lab.console import kernel_excerpts, kernel_problems, last_line, panic_line
+from lab.errors import InfraError
+from lab.guest import RunningGuest
+from lab.remote import CommandResult
+from lab.results import CellResult, parse_metrics
+from lab.testcases import TestcaseBinary
+
+GUEST_DIR = "/tmp"
+PUSH_TIMEOUT_S = 60.0  # per SFTP operation and per check command of a push
+
+# kselftest exit codes; anything else means the test could not judge: ERROR.
+EXIT_STATUS = {0: "PASS", 1: "FAIL", 4: "SKIP"}
+VERDICT_PREFIXES = ("PASS", "FAIL", "SKIP", "ERROR")
+
+
+def status_for_exit(exit_code: int | None) -> str:
+    """The status a test's exit code gives; None means it did not end in time."""
+    if exit_code is None:
+        return "TIMEOUT"
+    return EXIT_STATUS.get(exit_code, "ERROR")
+
+
+def summary(status: str, exit_code: int | None, stdout: str, timeout_s: float) -> str:
+    """One line for reports: the test's own verdict line if it printed one."""
+    if status == "TIMEOUT":
+        return f"no result within {timeout_s:.0f} s"
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    verdicts = [line for line in lines if line.split(":")[0] in VERDICT_PREFIXES]
+    line = verdicts[-1] if verdicts else (lines[-1] if lines else "no output")
+    if status == "ERROR":
+        return f"exit code {exit_code}: {line}"
+    return line
+
+
+def crash(console_text: str, exited: bool) -> str | None:
+    """Why the guest is to be taken as crashed during a test (a panic, QEMU gone), or None."""
+    panic = panic_line(console_text, exited=exited)
+    if panic:
+        return panic
+    return "QEMU exited" if exited else None
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    """One attempt of one testcase in one guest, and where its logs go."""
+
+    arch: str
+    kernel: str
+    kernel_version: str
+    case: Testcase
+    binary: TestcaseBinary | None
+    build_error: str | None  # the testcase did not compile for this arch: the cell is ERROR with it
+    argv_tail: tuple[str, ...]  # arguments after the binary's path
+    timeout_s: float
+    push_timeout_s: float
+    case_dir: Path  # stdout.txt, stderr.txt, console.txt of this attempt
+    console_log: str  # the boot's full console, relative to the run directory
+    relative: Callable[[Path], str]  # a path in the run directory -> how reports name it
+
+
+def run_cell(guest: RunningGuest, plan: CellPlan) -> tuple[CellResult, bool]:
+    """Push and run one testcase; returns the cell and whether the guest is still usable."""
+    cell = CellResult(plan.arch, plan.kernel, plan.case.name, "ERROR", "", kernel_version=plan.kernel_version,
+                      timings={"ready_s": round(guest.ready_s, 3), "ssh_s": round(guest.ssh_s, 3)})
+    cell.logs["console"] = plan.console_log
+    if plan.build_error is not None or plan.binary is None:
+        cell.message = plan.build_error or f"no binary of testcase {plan.case.name}"
+        return cell, True
+    plan.case_dir.mkdir(parents=True, exist_ok=True)
+    logs = {name: plan.case_dir / f"{name}.txt" for name in ("stdout", "stderr", "console")}
+    offset = guest.console.offset()
+    started = time.monotonic()
+    result, healthy = _push_and_run(guest, plan, logs, cell, offset)
+    cell.duration_s = round(time.monotonic() - started, 3)
+    cell.timings["test_done_s"] = round(guest.since_start(), 3)
+    console_text = guest.console.text(offset)
+    cell.console = excerpt(console_text, f"the full console is in {plan.console_log}")
+    # Kernel reports since the previous cell of this boot (for the first: since boot).
+    unreported, guest.reported_offset = guest.console.text_and_end(guest.reported_offset)
+    cell.kernel_messages = kernel_problems(unreported)
+    cell.kernel_excerpts = kernel_excerpts(unreported)
+    if result is not None:
+        healthy = _judge_result(cell, result, plan.timeout_s) and healthy
+    if why := crash(console_text, exited=guest.console.eof):
+        # The guest crashed under the test: no answer from the test can be trusted,
+        # unless the testcase says that a crash is what it looks for.
+        cell.status = "FAIL" if plan.case.crash_is_failure else "ERROR"
+        cell.message, healthy = f"guest crashed during the test: {why}", False
+    with logs["console"].open("w", encoding="utf-8", errors="replace") as fh:
+        fh.write(console_text)
+    for name, path in logs.items():
+        if path.exists():
+            cell.logs[f"test_{name}"] = plan.relative(path)
+    return cell, healthy
+
+
+def _push_and_run(guest: RunningGuest, plan: CellPlan, logs: dict[str, Path], cell: CellResult,
+                  offset: int) -> tuple[CommandResult | None, bool]:
+    """The test's result, or None (and the cell's message set) if the lab lost the guest."""
+    try:
+        remote_path = f"{GUEST_DIR}/{plan.case.name}"
+        guest.remote.push(plan.binary.path, remote_path, plan.binary.sha256, timeout_s=plan.push_timeout_s)
+        result = guest.remote.run([remote_path, *plan.argv_tail], timeout_s=plan.timeout_s,
+                                  stdout_log=logs["stdout"], stderr_log=logs["stderr"])
+        return result, True
+    except InfraError as exc:
+        cell.message = f"{exc} (last console line: {last_line(guest.console.text(offset))})"
+        return None, False
+
+
+def _judge_result(cell: CellResult, result: CommandResult, timeout_s: float) -> bool:
+    """Status, message and metrics from what the test printed and returned; False when the
+    guest may not be reused (the test may still be running after its deadline)."""
+    cell.exit_code = result.exit_code
+    cell.stdout, cell.stderr = result.stdout, result.stderr
+    cell.status = status_for_exit(result.exit_code)
+    cell.metrics = parse_metrics(result.stdout)
+    cell.message = summary(cell.status, result.exit_code, result.stdout, timeout_s)
+    return not result.timed_out

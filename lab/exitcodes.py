@@ -1,0 +1,50 @@
+"""The exit-code contract of `lab` and of the lab's tools (hostdeps, bench, browser),
+in one table. cli.main applies it to exceptions; the tools' mains use it too.
+Standard library only: hostdeps runs before the lab's Python packages exist.
+
+    0    nothing unexpected
+    1    a test FAILed, XPASSed or TIMEOUTed (a finding, not a lab problem)
+    2    the user must act (usage, configs, input) or the lab got no answer (an ERROR)
+    130  interrupted (SIGINT, Ctrl-C)
+    143  terminated (SIGTERM)
+"""
+
+from __future__ import annotations
+
+from lab.errors import InfraError, LabError, UserError
+
+OK = 0
+FINDING = 1
+PROBLEM = 2
+INTERRUPTED = 130
+TERMINATED = 143
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: stop like on Ctrl-C."""
+
+
+# Who must act, and the code that tells them; the first matching class wins.
+FOR_EXCEPTION: tuple[tuple[type[BaseException], int, str], ...] = (
+    (UserError, PROBLEM, "error"),  # the user: usage, configs, input from elsewhere
+    (InfraError, PROBLEM, "ERROR"),  # the host or the lab's infrastructure: build, boot, SSH
+    (LabError, PROBLEM, "error"),
+    (KeyboardInterrupt, INTERRUPTED, "interrupted"),
+    (Terminated, TERMINATED, "terminated"),
+)
+
+# The worst status among a run's cells decides its exit code.
+FOR_STATUS = {"ERROR": PROBLEM, "FAIL": FINDING, "XPASS": FINDING, "TIMEOUT": FINDING}
+
+
+def for_exception(exc: BaseException) -> tuple[int, str] | None:
+    """(exit code, label for the message) for an exception the contract names, else None."""
+    for kind, code, label in FOR_EXCEPTION:
+        if isinstance(exc, kind):
+            return code, label
+    return None
+
+
+def for_statuses(statuses: set[str]) -> int:
+    """0: nothing unexpected; 1: an unexpected FAIL, an XPASS or a TIMEOUT; 2: an ERROR."""
+    return max((FOR_STATUS.get(status, OK) for status in statuses), default=OK)
