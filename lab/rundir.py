@@ -107,6 +107,16 @@ def job_logs(directory: Path, arch: str, kernel: str) -> Path:
     return path
 
 
+def console_log(job_logs_dir: Path, boot: int) -> Path:
+    """The console of a job's boot number `boot` (1, 2, ... as guests are replaced)."""
+    return job_logs_dir / ("console.log" if boot == 1 else f"console-{boot}.log")
+
+
+def cell_logs(job_logs_dir: Path, testcase: str, attempt: int | None) -> Path:
+    """Where one cell's stdout, stderr and console go; `attempt` only with --repeat."""
+    return job_logs_dir / testcase / (f"attempt-{attempt}" if attempt else "")
+
+
 def cell_page(arch: str, kernel: str, testcase: str) -> str:
     """A cell's HTML page, relative to the run directory (and to matrix.html)."""
     return f"{CELLS}/{arch}__{kernel}__{testcase}.html"

@@ -124,7 +124,7 @@ class Runner:
         boots = 0
         while book.pending and not self.stop.is_set():
             boots += 1
-            console_log = log_dir / ("console.log" if boots == 1 else f"console-{boots}.log")
+            console_log = rundir.console_log(log_dir, boots)
             try:
                 guest = self._boot(job, art, console_log)
             except InfraError as exc:
@@ -184,7 +184,7 @@ class Runner:
                         binary=art.binaries.get(case.name), build_error=art.case_errors.get(case.name),
                         argv_tail=tuple(argv_tail), timeout_s=case.timeout_s * self.timeout_factor,
                         push_timeout_s=PUSH_TIMEOUT_S * self.timeout_factor,
-                        case_dir=log_dir / case.name / (f"attempt-{attempt}" if self.repeat > 1 else ""),
+                        case_dir=rundir.cell_logs(log_dir, case.name, attempt if self.repeat > 1 else None),
                         console_log=self._rel(console_log), relative=self._rel)
 
     def _rel(self, path: Path) -> str:
