@@ -182,15 +182,9 @@ def _run_and_report(lab: cfg.Lab, args, out: Path, run_plan: dict, jobs: list[pl
 
 def _stopped_by(exc: BaseException, out: Path) -> tuple[int, str]:
     """The exit code for what stopped a run, and what to tell the user (nothing for a signal)."""
-    known = exitcodes.for_exception(exc)
-    if known and isinstance(exc, (KeyboardInterrupt, Terminated)):
-        return known[0], ""
-    if known:
-        return known[0], f"lab: {known[1]}: {exc}"
-    if not isinstance(exc, Exception):
+    if not isinstance(exc, (Exception, KeyboardInterrupt, Terminated)):
         raise exc  # SystemExit and the like are not the run's business
-    summary, path = _save_traceback(out)
-    return exitcodes.PROBLEM, f"lab: internal error: {summary} (traceback: {path})"
+    return _outcome(exc, traceback_dir=out)
 
 
 def _save_traceback(directory: Path | None = None) -> tuple[str, Path]:
@@ -489,12 +483,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _exit_for(exc: BaseException) -> int:
     """One line on stderr (none for a signal) and the exit code lab.exitcodes gives."""
+    code, message = _outcome(exc)
+    if message:
+        print(message, file=sys.stderr)
+    return code
+
+
+def _outcome(exc: BaseException, traceback_dir: Path | None = None) -> tuple[int, str]:
+    """The exit code lab.exitcodes gives for `exc`, and the line that says why (empty for a
+    signal). Anything the table does not name is a lab bug: never a traceback on the terminal,
+    and never 1 ("a test failed"): exit 2 and where the traceback was saved."""
     known = exitcodes.for_exception(exc)
     if known is None:
-        # Never a traceback, and never 1 ("a test failed"): exit 2 and where the traceback is.
-        summary, path = _save_traceback()
-        print(f"lab: internal error: {summary} (traceback: {path})", file=sys.stderr)
-        return exitcodes.PROBLEM
-    if isinstance(exc, Exception):
-        print(f"lab: {known[1]}: {exc}", file=sys.stderr)
-    return known[0]
+        summary, path = _save_traceback(traceback_dir)
+        return exitcodes.PROBLEM, f"lab: internal error: {summary} (traceback: {path})"
+    code, label = known
+    return code, f"lab: {label}: {exc}" if isinstance(exc, Exception) else ""
