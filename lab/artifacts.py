@@ -81,6 +81,7 @@ def _provenance(job: Job, kernel: KernelArtifact | None, image: ImageArtifact | 
              "host": socket.gethostname()}
     if kernel:
         facts.update(kernel_release=kernel.version, config_sha256=sha256_file(kernel.config), kernel_key=kernel.key)
+        facts.update(kernel.provenance)
     if image:
         facts["image_key"] = image.key
         facts.update({f"guest_source_{pkg}": offer for pkg, offer in image.sources.items()})

@@ -26,6 +26,7 @@ from lab.exitcodes import Terminated
 from lab.guest import PortAllocator
 from lab.hosttools import compiler_for, qemu_binary
 from lab.images import built_image, ensure_image, planned_initrd, resolved_sources, source_states
+from lab.kernel_trees import tree_source
 from lab.kernels import ensure_kernel, kernel_entry
 from lab.progress import Progress
 from lab.qemu import ACCELERATORS, kill_all, qemu_argv, running
@@ -93,14 +94,26 @@ def _color_wanted() -> bool:
 # --- commands ------------------------------------------------------------------------
 
 
-def _plan_request(args) -> plan.Request:
-    return plan.Request(arch=args.arch, kernel=args.kernel, test=args.test, params=tuple(args.param),
+def _with_tree(lab: cfg.Lab, args) -> tuple[cfg.Lab, str | None]:
+    """--tree PATH adds the tree (checked) as the run's only kernel; returns the lab and its name."""
+    if args.fragment and not args.tree:
+        raise UserError("--fragment adds to the fragments of a --tree build: give --tree too")
+    if not args.tree:
+        return lab, args.kernel
+    if args.kernel:
+        raise UserError("--tree and --kernel both say which kernel to boot: give one of them")
+    source = tree_source(Path(args.tree), [Path(f) for f in args.fragment])
+    return lab.with_kernel(source), source.name
+
+
+def _plan_request(args, kernel: str | None) -> plan.Request:
+    return plan.Request(arch=args.arch, kernel=kernel, test=args.test, params=tuple(args.param),
                         repeat=args.repeat, shard=args.shard,
                         shard_costs=Path(args.shard_costs) if args.shard_costs else None)
 
 
 def _resumed_plan(lab: cfg.Lab, args, out: Path) -> dict:
-    given = [flag for flag in ("arch", "kernel", "test", "out", "shard") if getattr(args, flag)]
+    given = [flag for flag in ("arch", "kernel", "test", "out", "shard", "tree") if getattr(args, flag)]
     given += ["param"] * bool(args.param) + ["repeat"] * (args.repeat != 1)
     if given:
         raise UserError(f"--resume continues a run as it was planned: drop --{given[0]}")
@@ -110,7 +123,11 @@ def _resumed_plan(lab: cfg.Lab, args, out: Path) -> dict:
 def cmd_run(args) -> int:
     lab = cfg.load_lab()
     out = Path(args.resume) if args.resume else _out_dir(args.out)
-    run_plan = _resumed_plan(lab, args, out) if args.resume else plan.new_plan(lab, _plan_request(args))
+    if args.resume:
+        run_plan = _resumed_plan(lab, args, out)
+    else:
+        lab, kernel = _with_tree(lab, args)
+        run_plan = plan.new_plan(lab, _plan_request(args, kernel))
     _check_host(lab, list(dict.fromkeys(arch for arch, _ in run_plan["jobs"])))
     baseline = _baseline(args)
     done = {c.key for c in rundir.cells(out)} if args.resume else set()
@@ -231,24 +248,29 @@ def cmd_compare(args) -> int:
     return exitcodes.FINDING if comparison.regressed else exitcodes.OK
 
 
+def _built(lab: cfg.Lab, arch: cfg.Arch) -> dict:
+    """What the cache holds for one arch: image, kernels (with their ccache counts), testcases."""
+    entry: dict = {"image": None, "kernels": {}, "kernel_ccache": {}, "testcases": {}}
+    try:
+        image = built_image(lab, arch)
+        entry["image"] = str(image) if image else None
+        for tname, case in lab.testcases.items():
+            t = testcase_entry(lab, arch, case)
+            entry["testcases"][tname] = str(t.path / tname) if t.meta() else None
+        for kname, source in lab.kernels.items():
+            k = kernel_entry(lab, arch, source)
+            meta = k.meta()
+            entry["kernels"][kname] = (str(k.path / "image") if meta["ok"] else f"build failed: {meta['error']}") if meta else None
+            # hits and misses of the build that made it (none for kernels built before ccache)
+            entry["kernel_ccache"][kname] = meta.get("ccache") if meta else None
+    except UserError as exc:
+        entry["missing"] = str(exc)
+    return entry
+
+
 def cmd_list(args) -> int:
     lab = cfg.load_lab()
-    built: dict[str, dict] = {}
-    for name, arch in lab.arches.items():
-        entry = {"image": None, "kernels": {}, "testcases": {}}
-        try:
-            image = built_image(lab, arch)
-            entry["image"] = str(image) if image else None
-            for tname, case in lab.testcases.items():
-                t = testcase_entry(lab, arch, case)
-                entry["testcases"][tname] = str(t.path / tname) if t.meta() else None
-            for kname, source in lab.kernels.items():
-                k = kernel_entry(lab, arch, source)
-                meta = k.meta()
-                entry["kernels"][kname] = (str(k.path / "image") if meta["ok"] else f"build failed: {meta['error']}") if meta else None
-        except UserError as exc:
-            entry["missing"] = str(exc)
-        built[name] = entry
+    built = {name: _built(lab, arch) for name, arch in lab.arches.items()}
     data = {
         "plan": {"arches": list(lab.plan.arches), "kernels": list(lab.plan.kernels),
                  "testcases": list(lab.plan.testcases)},
@@ -376,6 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     selection(run)
     run.add_argument("-j", "--jobs", type=_up_to(MAX_PARALLEL), default=min(os.cpu_count() or 1, MAX_PARALLEL),
                      help="guests to run at once (default: number of cores)")
+    run.add_argument("--tree", metavar="PATH",
+                     help="build and boot the kernel tree at PATH as it is on disk (uncommitted edits included), "
+                          "incrementally, instead of the plan's kernels")
+    run.add_argument("--fragment", action="append", default=[], metavar="FILE",
+                     help="with --tree: one more config fragment after the arch's (repeatable)")
     run.add_argument("--out", help="result directory (default: results/<timestamp>)")
     run.add_argument("--shard", metavar="I/N",
                      help="run only this agent's deterministic share of the plan (see lab merge)")

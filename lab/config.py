@@ -149,7 +149,7 @@ class GuestSource:
 
 @dataclass(frozen=True)
 class KernelSource:
-    """Where a kernel's source comes from: exactly one of debian_package, tarball, git."""
+    """Where a kernel's source comes from: exactly one of debian_package, tarball, git, tree."""
 
     name: str
     # A Debian linux-source-X package: the installed /usr/src/X.tar.xz, or with
@@ -160,6 +160,12 @@ class KernelSource:
     tarball: str | None = None  # a kernel source tarball (top directory stripped)
     git: str | None = None  # a local git tree
     ref: str = "HEAD"
+    # A kernel tree as it is on disk, uncommitted edits included, built incrementally
+    # (lab.kernel_trees): what `lab run --tree PATH` makes.
+    tree: str | None = None
+    # More config fragments after common and the arch's (--fragment; in the TOML,
+    # relative to configs/kernel/). Part of the kernel's cache key.
+    fragments: tuple[str, ...] = ()
     # Arches this kernel is in the default plan for (empty: all); --kernel overrides.
     arches: tuple[str, ...] = ()
 
@@ -178,6 +184,8 @@ class KernelSource:
             return f"Debian package {self.debian_package}{pinned}"
         if self.tarball:
             return f"tarball {self.tarball}"
+        if self.tree:
+            return f"kernel tree {self.tree} as it is on disk"
         return f"git tree {self.git} at {self.ref}"
 
     @property
@@ -274,6 +282,10 @@ class Lab:
     expectations: tuple[Expectation, ...] = ()
     guest_sources: typing.Mapping[str, AptPin] = field(default_factory=dict)  # package -> pin
     build: BuildLimits = BuildLimits()
+
+    def with_kernel(self, source: KernelSource) -> "Lab":
+        """This lab with one more kernel (a --tree or --kernel-image from the command line)."""
+        return dataclasses.replace(self, kernels={**self.kernels, source.name: source})
 
     def expectation(self, arch: str, kernel: str, testcase: str) -> Expectation | None:
         return next((e for e in self.expectations if e.applies(arch, kernel, testcase)), None)
@@ -425,12 +437,18 @@ def load_testcase(path: Path, root: Path) -> Testcase:
     return case
 
 
-def _kernel_source(name: str, table: dict, where: str) -> KernelSource:
+def _kernel_source(name: str, table: dict, where: str, fragments_dir: Path) -> KernelSource:
     _checked_name("kernel", name, where)
     source = _from_table(KernelSource, table, where, name=name)
-    kinds = [k for k in ("debian_package", "tarball", "git") if getattr(source, k)]
+    kinds = [k for k in ("debian_package", "tarball", "git", "tree") if getattr(source, k)]
     if len(kinds) != 1:
-        raise ConfigError(f"{where}: give exactly one of debian_package, tarball, git (got {', '.join(kinds) or 'none'})")
+        raise ConfigError(f"{where}: give exactly one of debian_package, tarball, git, tree "
+                          f"(got {', '.join(kinds) or 'none'})")
+    fragments = tuple(str(fragments_dir / f) for f in source.fragments)
+    missing = [f for f in fragments if not Path(f).is_file()]
+    if missing:
+        raise ConfigError(f"{where}.fragments: {missing[0]} does not exist")
+    source = dataclasses.replace(source, fragments=fragments)
     if (source.suite or source.version) and not source.debian_package:
         raise ConfigError(f"{where}: suite and version go with debian_package")
     if source.suite and source.version:
@@ -455,7 +473,8 @@ def load_lab(root: Path | None = None) -> Lab:
     kernels_table = data.get("kernels", {})
     if not isinstance(kernels_table, dict):
         raise ConfigError(f"{where}: [kernels] must be a table of kernel names")
-    kernels = {name: _kernel_source(name, table, f"{where}: kernels.{name}") for name, table in kernels_table.items()}
+    kernels = {name: _kernel_source(name, table, f"{where}: kernels.{name}", root / "configs" / "kernel")
+               for name, table in kernels_table.items()}
     arches = {p.stem: load_arch(p, root) for p in sorted((root / "configs" / "arches").glob("*.toml"))}
     testcases = {p.stem: load_testcase(p, root) for p in sorted((root / "testcases").glob("*.toml"))}
     plan = _from_table(Plan, data.get("plan", {}), f"{where}: plan")

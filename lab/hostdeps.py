@@ -23,6 +23,7 @@ from lab.errors import HostSetupError, LabError
 BASE_PACKAGES = (
     "make", "bc", "bison", "flex", "libelf-dev", "cpio", "xz-utils", "gzip", "dpkg-dev",
     "autoconf", "automake", "dropbear-bin", "openssh-client", "python3-venv", "git",
+    "ccache",  # every kernel build compiles through it (lab.ccache)
     # matrix.html screenshots (docs/) and its test in a real browser
     "chromium",
 )

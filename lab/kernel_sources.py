@@ -8,6 +8,7 @@ cache key built from it.
 from __future__ import annotations
 
 import functools
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,29 @@ def _git_commit(source: KernelSource) -> str:
     return proc.stdout.strip()
 
 
+@dataclass(frozen=True)
+class TreeState:
+    """A kernel tree on disk: its git HEAD (if it is a git work tree) and whether it has edits."""
+
+    head: str  # "" when the tree is not a git work tree
+    dirty: bool
+
+    def __str__(self) -> str:
+        if not self.head:
+            return "not a git tree"
+        return f"HEAD {self.head[:12]}" + (", with uncommitted changes" if self.dirty else "")
+
+
+def tree_state(tree: Path) -> TreeState:
+    """HEAD and edits of a tree; git is asked to trust it (it may belong to another user)."""
+    git = ["git", "-c", f"safe.directory={tree}", "-C", str(tree)]
+    head = procs.probe([*git, "rev-parse", "--verify", "-q", "HEAD"]) if shutil.which("git") else None
+    if head is None or head.returncode != 0:
+        return TreeState("", False)
+    status = procs.probe([*git, "status", "--porcelain", "--untracked-files=no"])
+    return TreeState(head.stdout.strip(), bool(status.stdout.strip()) or status.returncode != 0)
+
+
 @functools.cache
 def resolve(source: KernelSource) -> ResolvedSource:
     """What the source is, without unpacking it (cheap: run at every `lab run`).
@@ -52,6 +76,8 @@ def resolve(source: KernelSource) -> ResolvedSource:
     Resolved once per process: every job, cache key and report of a run sees the
     same commit or package version, even if a ref or a suite moves meanwhile.
     """
+    if source.tree:
+        return ResolvedSource(f"tree:{source.tree}", f"{source.tree} ({tree_state(Path(source.tree))})", source.tree)
     if source.git:
         commit = _git_commit(source)
         return ResolvedSource(f"git:{commit}", f"{source.git} {commit[:12]}", commit)

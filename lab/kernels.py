@@ -1,4 +1,9 @@
-"""Kernel builds: tinyconfig + config fragments, cross-compiled, cached by content hash."""
+"""Kernel builds: tinyconfig + config fragments, cross-compiled, cached by content hash.
+
+Every build runs in one layout, <work>/src (hard links to the cached source tree)
+beside <work>/build (make O=), through ccache (lab.ccache): the same relative paths
+for every source, so a slightly different tree reuses the objects of unchanged files.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import ccache
 from lab.buildlog import first_error_line, jobs, run_logged
 from lab.cache import Entry, Workspace, content_key, ensure
 from lab.progress import Notify
@@ -29,17 +35,23 @@ class KernelArtifact:
     image: Path
     config: Path
     version: str  # `make kernelrelease`
+    provenance: tuple[tuple[str, str], ...] = ()  # more facts for every cell (e.g. a tree's HEAD)
 
 
 def _fragments(lab: Lab, arch: Arch) -> list[Path]:
     return [lab.kernel_fragments_dir / "common.config", lab.kernel_fragments_dir / arch.kernel.fragment]
 
 
+def fragments_for(lab: Lab, arch: Arch, source: KernelSource) -> list[Path]:
+    """The fragments applied over tinyconfig, in order: common, the arch's, then the source's own."""
+    return _fragments(lab, arch) + [Path(f) for f in source.fragments]
+
+
 def kernel_key(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler) -> str:
     return content_key(
         RECIPE_VERSION,
         resolve(source).identity,
-        *(p.read_bytes() for p in _fragments(lab, arch)),
+        *(p.read_bytes() for p in fragments_for(lab, arch, source)),
         arch.kernel.make_arch, arch.kernel.image_target, arch.kernel.image_path,
         compiler.version,
     )
@@ -110,12 +122,15 @@ def ensure_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Notify =
     # Checked before the cache too: an earlier build by such a compiler is just as broken.
     if why := known_miscompile(arch, compiler):
         raise BuildError(f"kernel {source.name} for {arch.name} not built: {why}")
+    if source.tree:
+        from lab.kernel_trees import ensure_tree_kernel  # it builds on this module's steps
+        return ensure_tree_kernel(lab, arch, source, compiler, progress)
     entry = kernel_entry(lab, arch, source)
     key = entry.key
     meta = ensure(entry, lambda space: _build(lab, arch, source, compiler, space, progress))
     if not meta["ok"]:
         # Paths in the kernel tree read best relative to it (as in the kernel's own messages).
-        error = re.sub(r"\S*/kernel-sources/[0-9a-f]+/", "", meta["error"])
+        error = re.sub(r"\S*/(?:kernel-sources/[0-9a-f]+|src)/", "", meta["error"])
         raise BuildError(f"kernel {source.name} for {arch.name} failed to build: {error} "
                          f"(log: {entry.path / 'build.log'})")
     return KernelArtifact(arch=arch.name, kernel=source.name, key=key, image=entry.path / "image",
@@ -127,18 +142,16 @@ def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, space
     """Configure and build into `space`; the meta of the result (a compiler error is a result too)."""
     tree = source_tree(source, progress)
     what = f"kernel {source.name} for {arch.name}"
-    log, build = space.log, space.work / "build"
-    build.mkdir()
-    make = ["make", "-C", str(tree), f"O={build}", f"ARCH={arch.kernel.make_arch}",
-            f"CROSS_COMPILE={compiler.cross_compile}", f"-j{jobs()}"]
+    log, src, build = space.log, space.work / "src", space.work / "build"
     started = time.monotonic()
     progress(f"building {what} (log: {log})")
+    run_logged(["cp", "-al", str(tree), str(src)], log, what=f"{what}: linking the source tree")
+    make = make_command(src, build, arch, compiler)
     # A configuration failure is raised, never cached: only the compiler's verdict on
     # the image build is deterministic for these inputs.
-    _configure(lab, arch, tree, build, make, log, what)
+    configure(lab, arch, src, build, make, log, what, fragments_for(lab, arch, source))
     try:
-        run_logged(make + [arch.kernel.image_target], log, what=f"{what}: make {arch.kernel.image_target}",
-                   timeout_s=lab.build.timeout_s)
+        stats = make_image(lab, arch, make, log, what, space.work / "ccache-stats.log")
     except BuildTimeout:
         raise  # the host was slow or the build hung: not a property of these inputs
     except BuildError:
@@ -152,22 +165,43 @@ def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, space
     shutil.copy(build / arch.kernel.image_path, space.result / "image")
     shutil.copy(build / ".config", space.result / "config")
     meta = {"ok": True, "version": release, "arch": arch.name, "kernel": source.name,
-            "compiler": compiler.version, "seconds": round(time.monotonic() - started, 1)}
-    progress(f"built {what}: {release} in {meta['seconds']} s")
+            "compiler": compiler.version, "seconds": round(time.monotonic() - started, 1),
+            "ccache": stats.to_dict()}
+    progress(f"built {what}: {release} in {meta['seconds']} s ({stats})")
     return meta
 
 
-def _configure(lab: Lab, arch: Arch, tree: Path, build: Path, make: list[str], log: Path, what: str) -> None:
+def make_command(src: Path, build: Path, arch: Arch, compiler: Compiler) -> list[str]:
+    """make for the tree at `src`, building in `build`, through ccache."""
+    build.mkdir(parents=True, exist_ok=True)
+    return ["make", "-C", str(src), f"O={build}", f"ARCH={arch.kernel.make_arch}",
+            f"CROSS_COMPILE={compiler.cross_compile}", f"CC={' '.join(ccache.compiler_prefix())} {compiler.gcc}",
+            f"-j{jobs()}"]
+
+
+def make_image(lab: Lab, arch: Arch, make: list[str], log: Path, what: str, stats_log: Path) -> ccache.Stats:
+    """make the arch's image target; ccache's hits and misses of this make, also in the log."""
+    stats_log.unlink(missing_ok=True)
+    run_logged(make + [arch.kernel.image_target], log, what=f"{what}: make {arch.kernel.image_target}",
+               timeout_s=lab.build.timeout_s, env=ccache.environment(stats_log))
+    stats = ccache.read_stats(stats_log)
+    with log.open("a") as fh:
+        fh.write(f"lab: {stats}\n")
+    return stats
+
+
+def configure(lab: Lab, arch: Arch, src: Path, build: Path, make: list[str], log: Path, what: str,
+              fragments: list[Path]) -> None:
     """tinyconfig plus the fragments; BuildError if an option of theirs did not take effect."""
     limit = lab.build.timeout_s
     run_logged(make + ["tinyconfig"], log, what=f"{what}: make tinyconfig", timeout_s=limit)
     wanted: dict[str, str] = {}
-    for fragment in _fragments(lab, arch):
+    for fragment in fragments:
         wanted.update(parse_fragment(fragment.read_text()))
     dot_config = build / ".config"
     dot_config.write_text(merge_fragments(dot_config.read_text(), wanted))
     run_logged(make + ["olddefconfig"], log, what=f"{what}: make olddefconfig", timeout_s=limit)
-    defined = defined_symbols(tree, arch.kernel.arch_dir)
+    defined = defined_symbols(src, arch.kernel.arch_dir)
     unknown = sorted(set(wanted) - defined)
     if unknown:
         with log.open("a") as fh:

@@ -19,6 +19,18 @@ def repo_copy(tmp_path) -> Path:
 
 
 @pytest.fixture
+def fake_i686_gcc(tmp_path, monkeypatch) -> Path:
+    """An i686 cross gcc on PATH that only answers --version (for builds by fake Makefiles)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    gcc = bindir / "i686-linux-gnu-gcc"
+    gcc.write_text("#!/bin/sh\necho 'i686-linux-gnu-gcc (fake) 12.2.0'\n")
+    gcc.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    return gcc
+
+
+@pytest.fixture
 def isolated_cache(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("LAB_CACHE", str(cache))

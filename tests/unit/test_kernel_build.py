@@ -27,14 +27,7 @@ bzImage:
 
 
 @pytest.fixture
-def fake_kernel(tmp_path, isolated_cache, monkeypatch):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    gcc = bindir / "i686-linux-gnu-gcc"
-    gcc.write_text("#!/bin/sh\necho 'i686-linux-gnu-gcc (fake) 12.2.0'\n")
-    gcc.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
-
+def fake_kernel(tmp_path, isolated_cache, fake_i686_gcc, monkeypatch):
     monkeypatch.setenv("LAB_FAKE_CALLS", str(tmp_path / "calls"))
 
     def make_tarball(name, marker):

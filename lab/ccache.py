@@ -1,0 +1,67 @@
+"""The compiler cache of kernel builds (Debian's ccache): one cache per lab cache,
+paths made relative so that builds in different directories share objects, and
+hits and misses counted per build from ccache's own stats log.
+
+Kernel builds run in one layout, <work>/src beside <work>/build (lab.kernels), so
+the relative paths ccache hashes are the same for every tree: a git ref one
+commit later, a fragment with one more option or a point release find the
+objects of the files they did not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.cache import cache_root
+from lab.hosttools import require_tool
+
+MAX_SIZE = "20G"  # about 60 tinyconfig kernel builds of distinct sources
+_HIT_COUNTERS = ("direct_cache_hit", "preprocessed_cache_hit")
+_MISS_COUNTERS = ("cache_miss",)
+
+
+@dataclass(frozen=True)
+class Stats:
+    hits: int
+    misses: int
+
+    @property
+    def hit_rate(self) -> float:
+        calls = self.hits + self.misses
+        return self.hits / calls if calls else 0.0
+
+    def __str__(self) -> str:
+        return f"ccache: {self.hits} hits, {self.misses} misses ({self.hit_rate:.0%} hit rate)"
+
+    def to_dict(self) -> dict:
+        return {"hits": self.hits, "misses": self.misses, "hit_rate": round(self.hit_rate, 3)}
+
+
+def compiler_prefix() -> list[str]:
+    """The words before the compiler in CC=... (ccache is a host tool like make)."""
+    return [require_tool("ccache", "ccache")]
+
+
+def environment(stats_log: Path) -> dict[str, str]:
+    """ccache's settings for one build; its counters go to `stats_log` only."""
+    return {
+        "CCACHE_DIR": str(cache_root() / "ccache"),
+        # Absolute paths under / become relative to the build directory: identical for
+        # identical layouts, wherever the work directory is.
+        "CCACHE_BASEDIR": "/",
+        "CCACHE_NOHASHDIR": "1",
+        "CCACHE_MAXSIZE": MAX_SIZE,
+        "CCACHE_STATSLOG": str(stats_log),
+    }
+
+
+def read_stats(stats_log: Path) -> Stats:
+    """Hits and misses in a stats log ("# file" lines, then one counter name per line)."""
+    try:
+        lines = stats_log.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return Stats(0, 0)
+    counters = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return Stats(hits=sum(counters.count(name) for name in _HIT_COUNTERS),
+                 misses=sum(counters.count(name) for name in _MISS_COUNTERS))

@@ -1,0 +1,113 @@
+"""lab run --tree: a kernel tree as it is on disk, built incrementally, never written to.
+Against a fake tree whose Makefile compiles mm/*.c like Kbuild (one "CC" line per object)."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lab import ccache
+from lab.config import load_lab
+from lab.errors import UserError
+from lab.kernel_sources import tree_state
+from lab.kernel_trees import tree_source
+from lab.kernels import ensure_kernel
+from conftest import REPO
+
+MAKEFILE = """\
+tinyconfig:
+\tprintf 'CONFIG_64BIT=y\\n' > $(O)/.config
+olddefconfig:
+\t@true
+SRCS := $(wildcard $(CURDIR)/mm/*.c)
+OBJS := $(patsubst $(CURDIR)/%.c,$(O)/%.o,$(SRCS))
+$(O)/%.o: $(CURDIR)/%.c
+\t@mkdir -p $(dir $@); echo '  CC      $*.o'; cp $< $@
+bzImage: $(OBJS)
+\tmkdir -p $(O)/arch/x86/boot $(O)/include/config
+\tcat $(OBJS) > $(O)/arch/x86/boot/bzImage
+\techo 6.12.999-fake > $(O)/include/config/kernel.release
+"""
+
+
+@pytest.fixture
+def fake_tree(tmp_path, isolated_cache, fake_i686_gcc):
+    tree = tmp_path / "linux"
+    (tree / "mm").mkdir(parents=True)
+    (tree / "arch" / "x86").mkdir(parents=True)
+    (tree / "Makefile").write_text(MAKEFILE)
+    (tree / "Kconfig").write_text("config 64BIT\n\tbool\n")
+    (tree / "mm" / "memory.c").write_text("memory v1\n")
+    (tree / "mm" / "swapfile.c").write_text("swapfile v1\n")
+    return tree
+
+
+def _listing(tree):
+    return sorted((str(p.relative_to(tree)), p.stat().st_mtime_ns) for p in tree.rglob("*"))
+
+
+def test_a_tree_is_built_incrementally_and_never_written_to(fake_tree):
+    lab = load_lab(REPO)
+    arch = lab.arches["i386-pae"]
+    before = _listing(fake_tree)
+    first = ensure_kernel(lab, arch, tree_source(fake_tree, []))
+    facts = dict(first.provenance)
+    assert facts["compiled_objects"] == "2" and first.version == "6.12.999-fake"
+    assert first.image.read_text() == "memory v1\nswapfile v1\n"
+    assert facts["tree"] == str(fake_tree) and facts["tree_head"] == "none"
+    again = ensure_kernel(lab, arch, tree_source(fake_tree, []))
+    assert dict(again.provenance)["compiled_objects"] == "0" and again.key == first.key
+    time.sleep(0.01)
+    (fake_tree / "mm" / "memory.c").write_text("memory v2\n")  # the one-line edit
+    edited = ensure_kernel(lab, arch, tree_source(fake_tree, []))
+    log = dict(edited.provenance)["tree_build_log"]
+    assert "  CC      mm/memory.o" in open(log).read()
+    assert dict(edited.provenance)["compiled_objects"] == "1", open(log).read()
+    assert edited.image.read_text() == "memory v2\nswapfile v1\n" and edited.key != first.key
+    assert first.image.read_text() == "memory v1\nswapfile v1\n", "a kernel about to boot never changes"
+    assert {p for p, _ in _listing(fake_tree)} == {p for p, _ in before}, "nothing new in the user's tree"
+
+
+def test_a_tree_with_in_tree_build_output_is_refused(fake_tree):
+    (fake_tree / ".config").write_text("CONFIG_64BIT=y\n")
+    with pytest.raises(UserError, match=r"has in-tree build output \(\.config\).*run `make mrproper` in "):
+        tree_source(fake_tree, [])
+
+
+def test_a_directory_that_is_no_kernel_tree_is_refused(tmp_path):
+    with pytest.raises(UserError, match=r"--tree .*: not a kernel source tree"):
+        tree_source(tmp_path, [])
+
+
+def test_the_tree_state_names_head_and_edits(tmp_path):
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    (tmp_path / "f").write_text("1\n")
+    subprocess.run(git + ["add", "f"], check=True)
+    subprocess.run(git + ["commit", "-qm", "c"], check=True)
+    clean = tree_state(tmp_path)
+    assert len(clean.head) == 40 and not clean.dirty
+    (tmp_path / "f").write_text("2\n")
+    assert tree_state(tmp_path).dirty and "uncommitted" in str(tree_state(tmp_path))
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["--tree", "T", "--kernel", "6.1"], "lab: error: --tree and --kernel both say which kernel to boot: give one of them"),
+    (["--fragment", "x.config"], "lab: error: --fragment adds to the fragments of a --tree build: give --tree too"),
+])
+def test_contradictory_tree_options_are_one_line(fake_tree, tmp_path, args, complaint):
+    args = [str(fake_tree) if a == "T" else a for a in args]
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--dry-run", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=60, env={**os.environ})
+    assert proc.returncode == 2 and proc.stderr.strip() == complaint
+
+
+def test_ccache_stats_are_counted_from_its_stats_log(tmp_path):
+    log = tmp_path / "stats.log"
+    log.write_text("# a.c\ncache_miss\ndirect_cache_miss\n# b.c\ndirect_cache_hit\nlocal_storage_hit\n"
+                   "# c.c\npreprocessed_cache_hit\n")
+    stats = ccache.read_stats(log)
+    assert (stats.hits, stats.misses) == (2, 1) and str(stats) == "ccache: 2 hits, 1 misses (67% hit rate)"
+    assert ccache.read_stats(tmp_path / "none").hits == 0
