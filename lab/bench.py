@@ -1,5 +1,7 @@
 """Benchmark a run: `python -m lab.bench [--arch ..] [-j N]` (or `./just bench`).
 
+`--dev-loop` measures the developer loop on a kernel tree instead (lab.devloop).
+
 Runs the plan like `lab run`, then prints per cell the time from QEMU start to
 the ready marker, to SSH login, and to the end of the test, plus the run's wall
 time and what the cached builds cost when they were made.
@@ -55,7 +57,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="guests at once; a list such as 1,2 runs the plan once per value and "
                              "compares wall times (parallel efficiency)")
     parser.add_argument("--out", help="result directory (default: a new temporary directory)")
+    parser.add_argument("--dev-loop", action="store_true",
+                        help="measure the developer loop instead (lab run --tree: cold build, edit to matrix, "
+                             "one more fragment option) for --arch (default: i386-pae,sparc64)")
     args = parser.parse_args(argv)
+    if args.dev_loop:
+        from lab import devloop  # builds kernels: only when asked
+        return devloop.main(args.arch.split(",") if args.arch else list(devloop.DEFAULT_ARCHES))
     walls = {}
     for jobs in [int(j) for j in args.jobs.split(",")]:
         code, wall, out = _run(args, jobs)

@@ -10,6 +10,7 @@ objects of the files they did not change.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,10 +44,16 @@ def compiler_prefix() -> list[str]:
     return [require_tool("ccache", "ccache")]
 
 
+def directory() -> Path:
+    """The compiler cache: in the lab's cache, unless LAB_CCACHE_DIR names another
+    (the dev-loop benchmark starts from an empty one)."""
+    return Path(os.environ.get("LAB_CCACHE_DIR") or cache_root() / "ccache")
+
+
 def environment(stats_log: Path) -> dict[str, str]:
     """ccache's settings for one build; its counters go to `stats_log` only."""
     return {
-        "CCACHE_DIR": str(cache_root() / "ccache"),
+        "CCACHE_DIR": str(directory()),
         # Absolute paths under / become relative to the build directory: identical for
         # identical layouts, wherever the work directory is.
         "CCACHE_BASEDIR": "/",

@@ -11,30 +11,23 @@ replace files), with a compiler cache of its own that starts empty:
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from lab import cli
+from lab import cli, rundir
+from lab.plan import newest_kernel
 from lab import config as cfg
 from lab.kernel_sources import source_tree
 from lab.kernel_trees import tree_source
-from lab.kernels import ensure_kernel, kernel_entry
+from lab.kernels import ensure_kernel
 
 DEFAULT_ARCHES = ("i386-pae", "sparc64")
-TREE_KERNELS = ("6.12", "6.12-bpo")  # the first whose cached build for the arch succeeded
 EDITED_FILE = "mm/mmap.c"
 EXTRA_FRAGMENT = "CONFIG_PRINTK_TIME=y\n"  # one more option, depending only on PRINTK (common.config)
-
-
-def _tree_kernel(lab: cfg.Lab, arch: cfg.Arch) -> cfg.KernelSource:
-    for name in TREE_KERNELS:
-        meta = kernel_entry(lab, arch, lab.kernels[name]).meta() if name in lab.kernels else None
-        if meta and meta["ok"]:
-            return lab.kernels[name]
-    return lab.kernels[TREE_KERNELS[0]]
 
 
 def _edit(path: Path, n: int) -> None:
@@ -46,7 +39,7 @@ def _edit(path: Path, n: int) -> None:
 
 def measure(lab: cfg.Lab, arch_name: str, work: Path) -> dict:
     arch = lab.arches[arch_name]
-    source = _tree_kernel(lab, arch)
+    source = lab.kernels[newest_kernel(lab, arch_name)]
     tree = work / f"linux-{arch_name}"
     subprocess.run(["cp", "-al", str(source_tree(source, print)), str(tree)], check=True)
     started = time.monotonic()
@@ -65,8 +58,17 @@ def measure(lab: cfg.Lab, arch_name: str, work: Path) -> dict:
     facts = dict(rebuilt.provenance)
     hits, misses = int(facts["ccache_hits"]), int(facts["ccache_misses"])
     return {"arch": arch_name, "kernel": source.name, "cold_s": cold_s, "loop_s": loop_s, "loop_exit": code,
-            "loop_compiled": None, "fragment_s": fragment_s, "hit_rate": hits / max(1, hits + misses),
+            "loop_compiled": _loop_compiled(work / f"run-{arch_name}"), "fragment_s": fragment_s, "hit_rate": hits / max(1, hits + misses),
             "cold_misses": dict(cold.provenance)["ccache_misses"]}
+
+
+def _loop_compiled(out: Path) -> str:
+    """How many objects the edit-to-matrix run's build compiled (from its cell's provenance)."""
+    results = out / rundir.RESULTS
+    if not results.is_file():
+        return "?"
+    cells = json.loads(results.read_text())["cells"]
+    return cells[0]["provenance"].get("compiled_objects", "?") if cells else "?"
 
 
 def main(arches: list[str]) -> int:
@@ -78,6 +80,8 @@ def main(arches: list[str]) -> int:
     print("\ndev loop (a tree copied from the cache; its own ccache, empty at the start):")
     print(f"  {'arch':10} {'kernel':9} {'cold build':>10} {'edit->matrix':>12} {'+1 option':>10} "
           f"{'of cold':>8} {'ccache hits':>11}")
+    print("  (edit->matrix compiled " + ", ".join(f"{r['arch']}: {r['loop_compiled']} objects, exit {r['loop_exit']}"
+                                                  for r in rows) + ")")
     for r in rows:
         print(f"  {r['arch']:10} {r['kernel']:9} {r['cold_s']:9.1f}s {r['loop_s']:11.1f}s {r['fragment_s']:9.1f}s "
               f"{r['fragment_s'] / r['cold_s']:8.0%} {r['hit_rate']:11.0%}")
