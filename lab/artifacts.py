@@ -80,7 +80,9 @@ def _provenance(job: Job, kernel: KernelArtifact | None, image: ImageArtifact | 
     facts = {"qemu": qemu_version(qemu_binary(job.arch)), "kernel_source": resolve(job.kernel).description,
              "host": socket.gethostname()}
     if kernel:
-        facts.update(kernel_release=kernel.version, config_sha256=sha256_file(kernel.config), kernel_key=kernel.key)
+        facts.update(kernel_release=kernel.version, kernel_key=kernel.key)
+        if kernel.config:
+            facts["config_sha256"] = sha256_file(kernel.config)
         facts.update(kernel.provenance)
     if image:
         facts["image_key"] = image.key

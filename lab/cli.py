@@ -22,12 +22,13 @@ from lab import config as cfg
 from lab import doctor, exitcodes, merge, plan, rundir
 from lab.artifacts import prepare
 from lab.errors import UserError
-from lab.exitcodes import Terminated
+from lab.exitcodes import HungUp, Terminated
 from lab.guest import PortAllocator
 from lab.hosttools import compiler_for, qemu_binary
 from lab.images import built_image, ensure_image, planned_initrd, resolved_sources, source_states
 from lab.kernel_trees import tree_source
-from lab.kernels import ensure_kernel, kernel_entry
+from lab.kernel_images import image_source
+from lab.kernels import ensure_kernel, kernel_entry, planned_image
 from lab.progress import Progress
 from lab.qemu import ACCELERATORS, kill_all, qemu_argv, running
 from lab.remote import client_key
@@ -36,6 +37,7 @@ from lab.report.compare import compare, compare_dirs, render_comparison
 from lab.report.terminal import render_text
 from lab.results import run_exit_code
 from lab.runner import Runner
+from lab.shell import ShellRequest, open_shell
 from lab.testcases import ensure_testcase, testcase_entry
 
 MAX_PARALLEL = 64  # guests at once: each is a QEMU with its memory
@@ -58,10 +60,10 @@ def _check_host(lab: cfg.Lab, arches: list[str]) -> None:
     resolved_sources(lab)
 
 
-def _out_dir(requested: str | None) -> Path:
+def _out_dir(requested: str | None, prefix: str = "") -> Path:
     if requested:
         return Path(requested)
-    base = Path("results") / time.strftime("%Y%m%d-%H%M%S")
+    base = Path("results") / (prefix + time.strftime("%Y%m%d-%H%M%S"))
     out, n = base, 1
     while out.exists():
         n += 1
@@ -94,16 +96,33 @@ def _color_wanted() -> bool:
 # --- commands ------------------------------------------------------------------------
 
 
-def _with_tree(lab: cfg.Lab, args) -> tuple[cfg.Lab, str | None]:
-    """--tree PATH adds the tree (checked) as the run's only kernel; returns the lab and its name."""
+def _given_kernel(lab: cfg.Lab, args) -> tuple[cfg.Lab, str | None]:
+    """--tree PATH or --kernel-image PATH adds that kernel (checked) as the run's only one;
+    returns the lab and the kernel selection."""
     if args.fragment and not args.tree:
         raise UserError("--fragment adds to the fragments of a --tree build: give --tree too")
-    if not args.tree:
+    if args.kernel_config and not args.kernel_image:
+        raise UserError("--kernel-config goes with --kernel-image")
+    given = [flag for flag in ("kernel", "tree", "kernel_image") if getattr(args, flag)]
+    if len(given) > 1:
+        options = " and ".join("--" + flag.replace("_", "-") for flag in given)
+        raise UserError(f"{options} each say which kernel to boot: give one of them")
+    if args.tree:
+        source = tree_source(Path(args.tree), [Path(f) for f in args.fragment])
+    elif args.kernel_image:
+        source = image_source(Path(args.kernel_image), _one_arch(lab, args, "--kernel-image"),
+                              Path(args.kernel_config) if args.kernel_config else None)
+    else:
         return lab, args.kernel
-    if args.kernel:
-        raise UserError("--tree and --kernel both say which kernel to boot: give one of them")
-    source = tree_source(Path(args.tree), [Path(f) for f in args.fragment])
     return lab.with_kernel(source), source.name
+
+
+def _one_arch(lab: cfg.Lab, args, option: str) -> cfg.Arch:
+    """The single --arch an option needs (an image, a shell): UserError naming the option otherwise."""
+    arches = cfg.pick("arch", args.arch, lab.arches, ()) if args.arch else []
+    if len(arches) != 1:
+        raise UserError(f"{option} needs exactly one --arch (got {', '.join(arches) or 'none'})")
+    return lab.arches[arches[0]]
 
 
 def _plan_request(args, kernel: str | None) -> plan.Request:
@@ -113,10 +132,11 @@ def _plan_request(args, kernel: str | None) -> plan.Request:
 
 
 def _resumed_plan(lab: cfg.Lab, args, out: Path) -> dict:
-    given = [flag for flag in ("arch", "kernel", "test", "out", "shard", "tree") if getattr(args, flag)]
+    given = [flag for flag in ("arch", "kernel", "test", "out", "shard", "tree", "kernel_image")
+             if getattr(args, flag)]
     given += ["param"] * bool(args.param) + ["repeat"] * (args.repeat != 1)
     if given:
-        raise UserError(f"--resume continues a run as it was planned: drop --{given[0]}")
+        raise UserError(f"--resume continues a run as it was planned: drop --{given[0].replace('_', '-')}")
     return plan.resumed_plan(lab, out)
 
 
@@ -126,7 +146,7 @@ def cmd_run(args) -> int:
     if args.resume:
         run_plan = _resumed_plan(lab, args, out)
     else:
-        lab, kernel = _with_tree(lab, args)
+        lab, kernel = _given_kernel(lab, args)
         run_plan = plan.new_plan(lab, _plan_request(args, kernel))
     _check_host(lab, list(dict.fromkeys(arch for arch, _ in run_plan["jobs"])))
     baseline = _baseline(args)
@@ -145,7 +165,7 @@ def _dry_run(lab: cfg.Lab, args, jobs: list[plan.Job]) -> int:
     ports = PortAllocator()
     for job in jobs:
         initrd = planned_initrd(lab, job.arch, public_key) or Path("<initrd: not built yet>")
-        kernel = kernel_entry(lab, job.arch, job.kernel).path / "image"
+        kernel = planned_image(lab, job.arch, job.kernel)
         # A port free now, so the line can be run by hand; a real run picks its own.
         argv = qemu_argv(job.arch, kernel=kernel, initrd=initrd, ssh_port=ports.take(), accel=args.accel,
                          binary=qemu_binary(job.arch))
@@ -220,6 +240,30 @@ def _save_traceback(directory: Path | None = None) -> tuple[str, Path]:
             fh.write(text)
         path = Path(name)
     return summary, path
+
+
+def cmd_shell(args) -> int:
+    """Boot one guest and hand it over: a shell, one command (-- CMD ARGS) or the console."""
+    lab = cfg.load_lab()
+    arch = _one_arch(lab, args, "lab shell")
+    lab, kernel = _given_kernel(lab, args)
+    kernels = cfg.pick("kernel", kernel, lab.kernels, ()) if kernel else [plan.newest_kernel(lab, arch.name)]
+    if len(kernels) != 1:
+        raise UserError(f"lab shell boots one kernel (got --kernel {kernel})")
+    tests = cfg.pick("testcase", args.test, lab.testcases, lab.plan.testcases)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if command and args.console:
+        raise UserError("--console attaches to the serial console: it runs no command (drop -- CMD or --console)")
+    _check_host(lab, [arch.name])
+    job, = plan.plan_jobs(lab, [arch.name], kernels, tests, kernels_chosen=True)
+    work = _out_dir(args.out, prefix="shell-")
+    request = ShellRequest(job=job, work=work, command=tuple(command), console=args.console,
+                           command_timeout_s=args.timeout, accel=args.accel, timeout_factor=args.timeout_factor)
+    progress = Progress(stream=sys.stderr)
+    try:
+        return open_shell(lab, request, progress)
+    finally:
+        progress.close()
 
 
 def cmd_merge(args) -> int:
@@ -403,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "incrementally, instead of the plan's kernels")
     run.add_argument("--fragment", action="append", default=[], metavar="FILE",
                      help="with --tree: one more config fragment after the arch's (repeatable)")
+    run.add_argument("--kernel-image", metavar="PATH",
+                     help="boot this built kernel image (bzImage, Image, zImage or vmlinux, as the arch's QEMU "
+                          "machine takes it) on the one --arch, instead of the plan's kernels")
+    run.add_argument("--kernel-config", metavar="FILE",
+                     help="with --kernel-image: its .config, checked against the arch's fragments before it boots "
+                          "(default: a .config found beside the image)")
     run.add_argument("--out", help="result directory (default: results/<timestamp>)")
     run.add_argument("--shard", metavar="I/N",
                      help="run only this agent's deterministic share of the plan (see lab merge)")
@@ -426,6 +476,27 @@ def build_parser() -> argparse.ArgumentParser:
                           "split like POSIX shell words but never expanded or run")
     _baseline_option(run)
     run.set_defaults(func=cmd_run)
+
+    sh = sub.add_parser("shell", help="boot one guest with the testcases in it and open a shell there "
+                                      "(or run one command: lab shell --arch A -- CMD ARGS)")
+    sh.add_argument("--arch", required=True, help="the arch to boot (one)")
+    sh.add_argument("--kernel", help="the kernel to boot (one; default: the plan's newest for the arch)")
+    sh.add_argument("--test", help="comma-separated testcases whose binaries go into the guest (default: the plan's)")
+    sh.add_argument("--tree", metavar="PATH", help="build and boot this kernel tree, as with lab run --tree")
+    sh.add_argument("--fragment", action="append", default=[], metavar="FILE", help="with --tree: one more fragment")
+    sh.add_argument("--kernel-image", metavar="PATH", help="boot this built kernel image, as with lab run")
+    sh.add_argument("--kernel-config", metavar="FILE", help="with --kernel-image: its .config, checked first")
+    sh.add_argument("--console", action="store_true",
+                    help="attach to the serial console instead of SSH (Ctrl-] leaves)")
+    sh.add_argument("--timeout", type=_up_to(7 * 86400.0, float), default=3600.0, metavar="S",
+                    help="with -- CMD: stop waiting for CMD after S seconds (exit 124; default 3600)")
+    sh.add_argument("--out", help="where the console log goes (default: results/shell-<timestamp>)")
+    sh.add_argument("--accel", choices=ACCELERATORS, default="tcg", help="QEMU accelerator (default: tcg)")
+    sh.add_argument("--timeout-factor", type=_up_to(100.0, float), default=1.0, metavar="F",
+                    help="multiply the boot and SSH deadlines by F")
+    sh.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
+                    help="run this in the guest instead of a shell; lab exits with its status")
+    sh.set_defaults(func=cmd_shell)
 
     mrg = sub.add_parser("merge", help="combine the result directories of shards into one run")
     mrg.add_argument("dirs", nargs="+", metavar="DIR")
@@ -473,6 +544,10 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def _on_sighup(signum, frame):
+    raise HungUp()
+
+
 # Options a CI parameter may not set: the pipeline owns where results go.
 _NOT_EXTRA = ("--extra-args", "--out", "--shard", "--resume")
 
@@ -496,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "extra_args", None):
         args = _with_extra_args(parser, argv, args)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # A closed terminal (a `lab shell` window, an ssh session to the agent) stops the lab
+    # the same way: guests powered off or killed, reports written.
+    previous_hup = signal.signal(signal.SIGHUP, _on_sighup)
     try:
         return args.func(args)
     except Exception as exc:  # noqa: BLE001 - one line and a code from the table, never a traceback
@@ -506,13 +584,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         kill_all()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGHUP, previous_hup)
 
 
 def _exit_for(exc: BaseException) -> int:
     """One line on stderr (none for a signal) and the exit code lab.exitcodes gives."""
     code, message = _outcome(exc)
     if message:
-        print(message, file=sys.stderr)
+        try:
+            print(message, file=sys.stderr)
+        except OSError:
+            pass  # stderr was a terminal that is gone (SIGHUP): the exit code still says it
     return code
 
 

@@ -38,10 +38,23 @@ class KernelBuild:
     image_path: str = ""
     fragment: str = ""  # arch fragment in configs/kernel/, applied after common.config; default <arch>.config
     srcarch: str = ""  # the arch/<dir> of the kernel tree when it differs from make_arch (i386 -> x86)
+    # Bytes every image this arch's QEMU machine boots has, as "OFFSET:HEX" (offset in
+    # hex): checked before a given image (--kernel-image) boots. Empty: not checked.
+    image_magic: tuple[str, ...] = ()
 
     @property
     def arch_dir(self) -> str:
         return self.srcarch or self.make_arch
+
+    def magic(self) -> list[tuple[int, bytes]]:
+        """image_magic as (offset, bytes); ValueError if an entry is malformed."""
+        pairs = []
+        for entry in self.image_magic:
+            offset, _, hexbytes = entry.partition(":")
+            pairs.append((int(offset, 16), bytes.fromhex(hexbytes)))
+            if not pairs[-1][1]:
+                raise ValueError(f"{entry!r} has no bytes")
+        return pairs
 
     def derived(self, arch_name: str) -> "KernelBuild":
         """With the fields the TOML may leave out filled in."""
@@ -149,7 +162,8 @@ class GuestSource:
 
 @dataclass(frozen=True)
 class KernelSource:
-    """Where a kernel's source comes from: exactly one of debian_package, tarball, git, tree."""
+    """Where a kernel comes from: exactly one of debian_package, tarball, git, tree (sources
+    the lab builds) or image (a kernel someone built: booted as it is)."""
 
     name: str
     # A Debian linux-source-X package: the installed /usr/src/X.tar.xz, or with
@@ -163,6 +177,10 @@ class KernelSource:
     # A kernel tree as it is on disk, uncommitted edits included, built incrementally
     # (lab.kernel_trees): what `lab run --tree PATH` makes.
     tree: str | None = None
+    # A built kernel image, booted as it is (`lab run --kernel-image PATH`); its sha256
+    # is its identity. image_config: its .config, checked against the fragments.
+    image: str | None = None
+    image_config: str | None = None
     # More config fragments after common and the arch's (--fragment; in the TOML,
     # relative to configs/kernel/). Part of the kernel's cache key.
     fragments: tuple[str, ...] = ()
@@ -186,6 +204,8 @@ class KernelSource:
             return f"tarball {self.tarball}"
         if self.tree:
             return f"kernel tree {self.tree} as it is on disk"
+        if self.image:
+            return f"kernel image {self.image}"
         return f"git tree {self.git} at {self.ref}"
 
     @property
@@ -389,6 +409,10 @@ def load_arch(path: Path, root: Path) -> Arch:
     arch = _from_table(Arch, _read_toml(path, root), where, name=path.stem)
     toolchain = dataclasses.replace(arch.toolchain, package=arch.toolchain.package or f"gcc-{arch.toolchain.triple}")
     arch = dataclasses.replace(arch, kernel=arch.kernel.derived(arch.name), toolchain=toolchain)
+    try:
+        arch.kernel.magic()
+    except ValueError as exc:
+        raise ConfigError(f"{where}: kernel.image_magic: {exc} (expected \"OFFSET:HEX\", e.g. \"0x38:41524d64\")")
     fragment = root / "configs" / "kernel" / arch.kernel.fragment
     if not fragment.is_file():
         raise ConfigError(f"{where}: kernel.fragment: {fragment} does not exist")
@@ -440,9 +464,9 @@ def load_testcase(path: Path, root: Path) -> Testcase:
 def _kernel_source(name: str, table: dict, where: str, fragments_dir: Path) -> KernelSource:
     _checked_name("kernel", name, where)
     source = _from_table(KernelSource, table, where, name=name)
-    kinds = [k for k in ("debian_package", "tarball", "git", "tree") if getattr(source, k)]
+    kinds = [k for k in ("debian_package", "tarball", "git", "tree", "image") if getattr(source, k)]
     if len(kinds) != 1:
-        raise ConfigError(f"{where}: give exactly one of debian_package, tarball, git, tree "
+        raise ConfigError(f"{where}: give exactly one of debian_package, tarball, git, tree, image "
                           f"(got {', '.join(kinds) or 'none'})")
     fragments = tuple(str(fragments_dir / f) for f in source.fragments)
     missing = [f for f in fragments if not Path(f).is_file()]
@@ -455,6 +479,8 @@ def _kernel_source(name: str, table: dict, where: str, fragments_dir: Path) -> K
         raise ConfigError(f"{where}: give suite or version, not both")
     if "ref" in table and not source.git:
         raise ConfigError(f"{where}: ref goes with git")
+    if source.image_config and not source.image:
+        raise ConfigError(f"{where}: image_config goes with image")
     if source.apt_pin:
         _checked_pin(dataclasses.replace(source.apt_pin, where=where))
     return source

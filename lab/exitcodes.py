@@ -5,6 +5,9 @@ Standard library only: hostdeps runs before the lab's Python packages exist.
     0    nothing unexpected
     1    a test FAILed, XPASSed or TIMEOUTed (a finding, not a lab problem)
     2    the user must act (usage, configs, input) or the lab got no answer (an ERROR)
+    124  `lab shell -- CMD`: CMD ran past its deadline (as timeout(1) says it);
+         otherwise `lab shell` exits with the guest shell's or command's status
+    129  hung up (SIGHUP: the terminal closed)
     130  interrupted (SIGINT, Ctrl-C)
     143  terminated (SIGTERM)
 """
@@ -16,6 +19,8 @@ from lab.errors import InfraError, LabError, UserError
 OK = 0
 FINDING = 1
 PROBLEM = 2
+COMMAND_TIMEOUT = 124
+HUNG_UP = 129
 INTERRUPTED = 130
 TERMINATED = 143
 
@@ -24,12 +29,17 @@ class Terminated(Exception):
     """SIGTERM arrived: stop like on Ctrl-C."""
 
 
+class HungUp(Terminated):
+    """SIGHUP arrived (the terminal closed): stop like on SIGTERM."""
+
+
 # Who must act, and the code that tells them; the first matching class wins.
 FOR_EXCEPTION: tuple[tuple[type[BaseException], int, str], ...] = (
     (UserError, PROBLEM, "error"),  # the user: usage, configs, input from elsewhere
     (InfraError, PROBLEM, "ERROR"),  # the host or the lab's infrastructure: build, boot, SSH
     (LabError, PROBLEM, "error"),
     (KeyboardInterrupt, INTERRUPTED, "interrupted"),
+    (HungUp, HUNG_UP, "hung up"),
     (Terminated, TERMINATED, "terminated"),
 )
 

@@ -76,6 +76,8 @@ def resolve(source: KernelSource) -> ResolvedSource:
     Resolved once per process: every job, cache key and report of a run sees the
     same commit or package version, even if a ref or a suite moves meanwhile.
     """
+    if source.image:
+        return ResolvedSource(f"image:{source.name}", f"{source.image} ({source.name})", source.image)
     if source.tree:
         return ResolvedSource(f"tree:{source.tree}", f"{source.tree} ({tree_state(Path(source.tree))})", source.tree)
     if source.git:

@@ -33,8 +33,8 @@ class KernelArtifact:
     kernel: str
     key: str
     image: Path
-    config: Path
-    version: str  # `make kernelrelease`
+    config: Path | None  # None: a given image without a .config
+    version: str  # `make kernelrelease` (of a given image: from its config or its banner)
     provenance: tuple[tuple[str, str], ...] = ()  # more facts for every cell (e.g. a tree's HEAD)
 
 
@@ -114,6 +114,9 @@ def ensure_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Notify =
     A build that failed with a compiler error is cached as failed too (the same
     inputs fail the same way), and raises BuildError with that first error line.
     """
+    if source.image:
+        from lab.kernel_images import given_kernel  # nothing to build
+        return given_kernel(lab, arch, source)
     require_tool("make", "make")
     require_tool("bc", "bc")
     require_tool("flex", "flex")
@@ -210,6 +213,15 @@ def configure(lab: Lab, arch: Arch, src: Path, build: Path, make: list[str], log
     if unmet:
         raise BuildError(f"{what}: config options did not take effect (unmet dependencies?): "
                          f"{', '.join(unmet)} (config: {dot_config}; log: {log})")
+
+
+def planned_image(lab: Lab, arch: Arch, source: KernelSource) -> Path:
+    """Where the image to boot is (or will be once built): for `lab run --dry-run`."""
+    if source.image:
+        return Path(source.image)
+    if source.tree:
+        return Path(f"<kernel: built from {source.tree} at run time>")
+    return kernel_entry(lab, arch, source).path / "image"
 
 
 def kernel_entry(lab: Lab, arch: Arch, source: KernelSource) -> Entry:

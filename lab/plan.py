@@ -55,6 +55,14 @@ def selection(lab: Lab, arch: str | None, kernel: str | None,
     return arches, kernels, tests
 
 
+def newest_kernel(lab: Lab, arch_name: str) -> str:
+    """The plan's newest kernel for an arch: one that names the arch in its `arches`
+    (a kernel kept for that arch, like 6.12-bpo for sparc64) before any other."""
+    kernels = [lab.kernels[name] for name in lab.plan.kernels]
+    named = [k for k in kernels if arch_name in k.arches]
+    return (named or [k for k in kernels if not k.arches] or kernels)[-1].name
+
+
 def plan_jobs(lab: Lab, arches: list[str], kernels: list[str], tests: list[str],
               kernels_chosen: bool = False) -> list[Job]:
     """arches x kernels; a kernel that declares its arches is only paired with those,

@@ -148,6 +148,11 @@ class QemuProcess:
             raise error(f"{os.path.basename(self.argv[0])} exited at once: {last}")
         return self.console
 
+    def send(self, data: bytes) -> None:
+        """Type into the serial console (QEMU's stdin)."""
+        if self.child is not None:
+            self.child.send(data)
+
     def wait_exit(self, timeout_s: float) -> bool:
         """Wait for QEMU to end by itself (e.g. after the guest powered off)."""
         return self.console is not None and self.console.wait_eof(timeout_s)

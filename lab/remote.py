@@ -178,6 +178,22 @@ class Remote:
             raise SshError(f"starting {command!r} over SSH failed: {type(exc).__name__}: {exc}") from None
         return channel
 
+    def start(self, argv: list[str]) -> paramiko.Channel:
+        """Start argv (quoted) and hand its channel to the caller, who reads it with a deadline."""
+        return self._start(shlex.join(argv))
+
+    def open_shell(self, term: str, columns: int, lines: int) -> paramiko.Channel:
+        """A login shell with a terminal of that type and size (`lab shell`)."""
+        try:
+            with self._step("opening an SSH channel for a shell"):
+                channel = self._transport().open_session(timeout=self.step_timeout_s)
+            with self._step("starting a shell with a terminal"):
+                channel.get_pty(term=term, width=columns, height=lines)
+                channel.invoke_shell()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise SshError(f"starting a shell over SSH failed: {type(exc).__name__}: {exc}") from None
+        return channel
+
     def run(self, argv: list[str], timeout_s: float, stdout_log: Path | None = None,
             stderr_log: Path | None = None) -> CommandResult:
         """Run argv (quoted, never a shell string from data); its output goes to the logs

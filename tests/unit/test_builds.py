@@ -75,7 +75,6 @@ def test_cpio_archive_is_readable_by_cpio(tmp_path):
 
 def test_userland_key_takes_arch_build_arguments_only_where_there_are_any(tmp_path):
     from dataclasses import replace
-    from pathlib import Path
     from lab.config import load_lab
     from lab.images import userland_key
     from lab.hosttools import Compiler

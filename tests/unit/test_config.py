@@ -84,7 +84,7 @@ def test_pick_rejects_unknown_names():
 def test_kernel_source_kinds_are_exclusive(repo_copy):
     _edit(repo_copy / "configs/lab.toml", 'debian_package = "linux-source-6.1"',
           'debian_package = "linux-source-6.1"\ntarball = "/x.tar.xz"')
-    with pytest.raises(ConfigError, match=r"kernels.6.1: give exactly one of debian_package, tarball, git, tree "
+    with pytest.raises(ConfigError, match=r"kernels.6.1: give exactly one of debian_package, tarball, git, tree, image "
                                           r"\(got debian_package, tarball\)"):
         load_lab(repo_copy)
 

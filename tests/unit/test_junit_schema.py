@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import pytest
 import xmlschema
 
 from lab.report import write_reports

@@ -94,7 +94,7 @@ def test_the_tree_state_names_head_and_edits(tmp_path):
 
 
 @pytest.mark.parametrize("args, complaint", [
-    (["--tree", "T", "--kernel", "6.1"], "lab: error: --tree and --kernel both say which kernel to boot: give one of them"),
+    (["--tree", "T", "--kernel", "6.1"], "lab: error: --kernel and --tree each say which kernel to boot: give one of them"),
     (["--fragment", "x.config"], "lab: error: --fragment adds to the fragments of a --tree build: give --tree too"),
 ])
 def test_contradictory_tree_options_are_one_line(fake_tree, tmp_path, args, complaint):

@@ -1,0 +1,111 @@
+"""Kernels someone already built (`lab run --kernel-image PATH`), booted as they are.
+
+The image's sha256 is its identity in reports. Before anything boots, the image
+must carry the bytes the arch's QEMU machine boots (kernel.image_magic in the
+arch TOML), and its .config, when there is one (--kernel-config, or found beside
+the image), must set every option the arch's fragments require. The image (and
+its config) are copied into a cache entry keyed by content, so the file the
+user rebuilds meanwhile does not change a kernel a run is about to boot.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from lab.cache import Entry, Workspace, ensure, sha256_file
+from lab.config import Arch, KernelSource, Lab
+from lab.errors import BuildError, UserError
+from lab.kernels import KernelArtifact, fragments_for, parse_fragment, unmet_options
+
+_VERSION_IN_CONFIG = re.compile(r"^# Linux/\S+ (\S+) Kernel Configuration$", re.MULTILINE)
+_VERSION_IN_IMAGE = re.compile(rb"Linux version (\d+\.\d+[\w.+~-]*)")
+_CONFIG_SEARCH_DEPTH = 3  # arch/<arch>/boot/<image> sits three levels under the build's .config
+
+
+def image_problem(arch: Arch, image: Path) -> str | None:
+    """Why `image` is not a kernel this arch's QEMU machine boots, or None."""
+    magic = arch.kernel.magic()
+    with image.open("rb") as fh:
+        head = fh.read(max((offset + len(want) for offset, want in magic), default=0))
+    for offset, want in magic:
+        found = head[offset:offset + len(want)]
+        if found != want:
+            return (f"not a kernel image for {arch.name} ({arch.qemu.machine} boots {arch.kernel.image_target}): "
+                    f"expected bytes {want.hex()} at offset {offset:#x}, found {found.hex() or 'end of file'} "
+                    f"(configs/arches/{arch.name}.toml kernel.image_magic)")
+    return None
+
+
+def config_beside(image: Path) -> Path | None:
+    """The image's .config if it sits where builds leave it: `.config` of the build
+    directory above arch/*/boot/, `config` beside it (the lab's own entries), or
+    Debian's config-VERSION beside vmlinuz-VERSION."""
+    candidates = [image.parent / "config"]
+    if image.name.startswith(("vmlinuz-", "vmlinux-")):
+        candidates.append(image.parent / f"config-{image.name.split('-', 1)[1]}")
+    candidates += [parent / ".config" for parent in image.parents[:_CONFIG_SEARCH_DEPTH + 1]]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def image_source(path: Path, arch: Arch, config: Path | None) -> KernelSource:
+    """The kernel source for --kernel-image PATH on `arch` (UserError if it is not one)."""
+    image = path.expanduser().resolve()
+    if not image.is_file():
+        raise UserError(f"--kernel-image {path}: no such file")
+    if problem := image_problem(arch, image):
+        raise UserError(f"--kernel-image {path}: {problem}")
+    if config is not None and not config.is_file():
+        raise UserError(f"--kernel-config {config}: no such file")
+    config = config.resolve() if config else config_beside(image)
+    name = f"image-{sha256_file(image)[:12]}"
+    return KernelSource(name=name, image=str(image), image_config=str(config) if config else None,
+                        arches=(arch.name,))
+
+
+def given_kernel(lab: Lab, arch: Arch, source: KernelSource) -> KernelArtifact:
+    """The given image, checked and kept in the cache; BuildError (every cell ERROR)
+    if it is not for this arch or its config lacks an option the fragments require."""
+    image = Path(source.image)
+    if not image.is_file():
+        raise BuildError(f"kernel {source.name} for {arch.name}: {image} is gone")
+    if problem := image_problem(arch, image):
+        raise BuildError(f"kernel {source.name}: {problem}")
+    config = Path(source.image_config) if source.image_config else None
+    facts = {"kernel_image": str(image), "kernel_image_sha256": sha256_file(image),
+             "kernel_config": str(config) if config else "none: not checked"}
+    version = "unknown"
+    if config:
+        text = config.read_text(errors="replace")
+        _check_config(lab, arch, source, text, config, facts)
+        version = _VERSION_IN_CONFIG.search(text).group(1) if _VERSION_IN_CONFIG.search(text) else version
+    found = _VERSION_IN_IMAGE.search(image.read_bytes())
+    version = found.group(1).decode() if found else version
+    entry = Entry("given-kernels", facts["kernel_image_sha256"][:20])
+
+    def keep(space: Workspace) -> dict:
+        shutil.copy(image, space.result / "image")
+        if config:
+            shutil.copy(config, space.result / "config")
+        return {"ok": True, "version": version, "arch": arch.name, **facts}
+
+    ensure(entry, keep)
+    kept_config = entry.path / "config"
+    return KernelArtifact(arch=arch.name, kernel=source.name, key=entry.key, image=entry.path / "image",
+                          config=kept_config if kept_config.is_file() else None, version=version,
+                          provenance=tuple(facts.items()))
+
+
+def _check_config(lab: Lab, arch: Arch, source: KernelSource, text: str, config: Path, facts: dict) -> None:
+    """Every option the fragments set must be set so in the config. Options the config
+    does not mention at all (another kernel version's names) are recorded, not judged."""
+    wanted: dict[str, str] = {}
+    for fragment in fragments_for(lab, arch, source):
+        wanted.update(parse_fragment(fragment.read_text()))
+    mentioned = set(re.findall(r"^(?:# )?(CONFIG_\w+)[= ]", text, re.MULTILINE))
+    unmet = unmet_options(text, wanted, mentioned)
+    if unmet:
+        raise BuildError(f"kernel {source.name} for {arch.name}: its config ({config}) lacks options the lab's "
+                         f"fragments require: {', '.join(unmet)}")
+    facts["config_not_mentioned"] = " ".join(sorted(k for k, v in wanted.items() if k not in mentioned and v != "n"))

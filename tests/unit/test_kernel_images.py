@@ -1,0 +1,141 @@
+"""lab run --kernel-image: a built image, checked against its arch's magic bytes and,
+with a .config, against the fragments, before anything boots."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab.config import load_lab
+from lab.errors import BuildError, UserError
+from lab.kernel_images import config_beside, image_problem, image_source
+from lab.kernels import ensure_kernel, fragments_for, parse_fragment
+from conftest import REPO
+
+LAB = load_lab(REPO)
+
+
+def _bzimage(path: Path, banner: bytes = b"") -> Path:
+    """Enough of an x86 boot image for the magic check: boot flag and "HdrS"."""
+    data = bytearray(0x400)
+    data[0x1FE:0x200] = b"\x55\xaa"
+    data[0x202:0x206] = b"HdrS"
+    path.write_bytes(bytes(data) + banner)
+    return path
+
+
+def _config_text(arch: str, drop: str | None = None, module: str | None = None) -> str:
+    """A .config with every option the fragments of `arch` set, one dropped or made a module."""
+    wanted = {}
+    for fragment in fragments_for(LAB, LAB.arches[arch], LAB.kernels["6.1"]):
+        wanted.update(parse_fragment(fragment.read_text()))
+    lines = ["# Linux/x86 6.12.7 Kernel Configuration"]
+    for sym, val in wanted.items():
+        if sym == drop:
+            lines.append(f"# {sym} is not set")
+        elif sym == module:
+            lines.append(f"{sym}=m")
+        else:
+            lines.append(f"# {sym} is not set" if val == "n" else f"{sym}={val}")
+    return "\n".join(lines) + "\n"
+
+
+def test_every_arch_of_the_plan_declares_its_image_magic():
+    for name in LAB.plan.arches:
+        assert LAB.arches[name].kernel.magic(), f"{name}: no kernel.image_magic"
+
+
+def test_an_image_for_another_arch_is_refused_naming_the_bytes(tmp_path):
+    image = _bzimage(tmp_path / "bzImage")
+    assert image_problem(LAB.arches["i386-pae"], image) is None
+    problem = image_problem(LAB.arches["arm64"], image)
+    assert problem.startswith("not a kernel image for arm64 (virt boots Image): expected bytes 41524d64 at "
+                              "offset 0x38")
+    with pytest.raises(UserError, match=r"^--kernel-image .*bzImage: not a kernel image for sparc64"):
+        image_source(image, LAB.arches["sparc64"], None)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert "found end of file" in image_problem(LAB.arches["sparc64"], empty)
+
+
+def test_the_config_is_found_where_builds_leave_it(tmp_path):
+    build = tmp_path / "build"
+    image = _bzimage((build / "arch/x86/boot").mkdir(parents=True) or build / "arch/x86/boot/bzImage")
+    assert config_beside(image) is None
+    (build / ".config").write_text("x\n")
+    assert config_beside(image) == build / ".config"
+    debian = tmp_path / "boot"
+    debian.mkdir()
+    vmlinuz = _bzimage(debian / "vmlinuz-6.1.0-13-686-pae")
+    (debian / "config-6.1.0-13-686-pae").write_text("x\n")
+    assert config_beside(vmlinuz) == debian / "config-6.1.0-13-686-pae"
+
+
+def test_a_config_without_a_required_option_is_an_error_naming_it(tmp_path, isolated_cache):
+    arch = LAB.arches["i386-pae"]
+    image = _bzimage(tmp_path / "bzImage", banner=b"Linux version 6.12.7-dev (me@host) #1")
+    config = tmp_path / "config"
+    config.write_text(_config_text("i386-pae", drop="CONFIG_ZRAM", module="CONFIG_VIRTIO_NET"))
+    source = image_source(image, arch, config)
+    lab = LAB.with_kernel(source)
+    with pytest.raises(BuildError, match=r"lacks options the lab's fragments require: CONFIG_ZRAM=y, "
+                                         r"CONFIG_VIRTIO_NET=y$"):
+        ensure_kernel(lab, arch, source)
+    config.write_text(_config_text("i386-pae"))
+    kernel = ensure_kernel(lab, arch, image_source(image, arch, config))
+    assert kernel.version == "6.12.7-dev" and kernel.image.read_bytes() == image.read_bytes()
+    facts = dict(kernel.provenance)
+    assert facts["kernel_image"] == str(image) and len(facts["kernel_image_sha256"]) == 64
+    assert source.name == f"image-{facts['kernel_image_sha256'][:12]}"
+
+
+def test_an_image_without_a_config_boots_unchecked(tmp_path, isolated_cache):
+    arch = LAB.arches["i386-pae"]
+    source = image_source(_bzimage(tmp_path / "bzImage"), arch, None)
+    kernel = ensure_kernel(LAB.with_kernel(source), arch, source)
+    assert kernel.config is None and kernel.version == "unknown"
+    assert dict(kernel.provenance)["kernel_config"] == "none: not checked"
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["--kernel-image", "I"], "--kernel-image needs exactly one --arch (got none)"),
+    (["--kernel-image", "I", "--arch", "i386,x86_64"], "--kernel-image needs exactly one --arch (got i386, x86_64)"),
+    (["--kernel-image", "I", "--arch", "i386", "--kernel", "6.1"],
+     "--kernel and --kernel-image each say which kernel to boot: give one of them"),
+    (["--kernel-config", "c"], "--kernel-config goes with --kernel-image"),
+    (["--kernel-image", "/nonexistent/bzImage", "--arch", "i386"], "--kernel-image /nonexistent/bzImage: no such file"),
+    (["--kernel-image", "I", "--arch", "arm64"], "--kernel-image I: not a kernel image for arm64"),
+])
+def test_bad_image_options_are_one_line(tmp_path, args, complaint):
+    image = _bzimage(tmp_path / "bzImage")
+    args = [str(image) if a == "I" else a for a in args]
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--dry-run", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=60, env={**os.environ})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("lab: error: " + complaint.replace(" I:", f" {image}:"))
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_dry_run_of_an_image_boots_that_file(tmp_path):
+    image = _bzimage(tmp_path / "bzImage")
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--dry-run", "--kernel-image", str(image),
+                           "--arch", "i386-pae", "--test", "swp_exclusive"], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"-kernel {image}" in proc.stdout and "# i386-pae/image-" in proc.stdout
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["--arch", "i386,x86_64"], "lab: error: lab shell needs exactly one --arch (got i386, x86_64)"),
+    (["--arch", "i386", "--kernel", "6.1,6.12"], "lab: error: lab shell boots one kernel (got --kernel 6.1,6.12)"),
+    (["--arch", "i386", "--console", "--", "ls"],
+     "lab: error: --console attaches to the serial console: it runs no command (drop -- CMD or --console)"),
+    (["--arch", "i386", "--tree", "/nonexistent"], "lab: error: --tree /nonexistent: not a kernel source tree "
+                                                   "(expected Makefile, Kconfig, arch/ and mm/ at its top)"),
+])
+def test_bad_shell_options_are_one_line(args, complaint):
+    proc = subprocess.run([sys.executable, "-m", "lab", "shell", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip() == complaint, proc.stderr
