@@ -131,8 +131,9 @@ def main(argv: list[str]) -> int:
             print("usage: python3 -m lab.hostdeps packages|sources", file=sys.stderr)
             return exitcodes.PROBLEM
     except LabError as exc:
-        print(f"hostdeps: {exitcodes.for_exception(exc)[1]}: {exc}", file=sys.stderr)
-        return exitcodes.for_exception(exc)[0]
+        code, label = exitcodes.for_exception(exc)
+        print(f"hostdeps: {label}: {exc}", file=sys.stderr)
+        return code
     return exitcodes.OK
 
 

@@ -52,6 +52,18 @@ def qemu_processes() -> list[str]:
     return found
 
 
+@pytest.fixture
+def no_orphan_qemu():
+    """The test leaves no QEMU behind (given 20 s to power off or be killed)."""
+    import time
+    before = set(qemu_processes())
+    yield
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and set(qemu_processes()) - before:
+        time.sleep(0.2)
+    assert set(qemu_processes()) - before == set(), "a QEMU process was left behind"
+
+
 FAKE_APT = Path(__file__).resolve().parent / "unit" / "data" / "fake_apt.py"
 # What the fake archive offers by default: each guest source in the suite configs/lab.toml pins,
 # and a newer openssh in a suite nobody pinned (it must never be picked).

@@ -10,23 +10,13 @@ import time
 import pexpect
 import pytest
 
-from conftest import REPO, qemu_processes
+from conftest import REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_orphan_qemu")]
 
 SHELL = [sys.executable, "-m", "lab", "shell", "--arch", "i386-pae", "--kernel", "6.1", "--test", "swp_exclusive"]
 PROMPT = "# "
 BOOT_S = 600  # a cold cache builds the kernel and the image first
-
-
-@pytest.fixture(autouse=True)
-def no_orphans():
-    before = set(qemu_processes())
-    yield
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and set(qemu_processes()) - before:
-        time.sleep(0.2)
-    assert set(qemu_processes()) - before == set(), "a QEMU process was left behind"
 
 
 def _spawn(tmp_path, *extra) -> pexpect.spawn:

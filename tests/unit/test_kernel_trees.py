@@ -1,6 +1,7 @@
 """lab run --tree: a kernel tree as it is on disk, built incrementally, never written to.
 Against a fake tree whose Makefile compiles mm/*.c like Kbuild (one "CC" line per object)."""
 
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -68,6 +69,18 @@ def test_a_tree_is_built_incrementally_and_never_written_to(fake_tree):
     assert edited.image.read_text() == "memory v2\nswapfile v1\n" and edited.key != first.key
     assert first.image.read_text() == "memory v1\nswapfile v1\n", "a kernel about to boot never changes"
     assert {p for p, _ in _listing(fake_tree)} == {p for p, _ in before}, "nothing new in the user's tree"
+
+
+def test_concurrent_builds_of_one_tree_and_arch_take_turns(fake_tree):
+    """Two runs on the same tree and arch at once: the entry's lock serializes them, so
+    one compiles both objects and the other finds nothing left to compile."""
+    lab = load_lab(REPO)
+    arch = lab.arches["i386-pae"]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        builds = list(pool.map(lambda _: ensure_kernel(lab, arch, tree_source(fake_tree, [])), range(2)))
+    assert sorted(dict(b.provenance)["compiled_objects"] for b in builds) == ["0", "2"]
+    assert {b.key for b in builds} == {builds[0].key}
+    assert builds[0].image.read_text() == "memory v1\nswapfile v1\n"
 
 
 def test_a_tree_with_in_tree_build_output_is_refused(fake_tree):
