@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -22,7 +23,8 @@ from lab import cli, rundir
 from lab.plan import newest_kernel
 from lab import config as cfg
 from lab.kernel_sources import source_tree
-from lab.kernel_trees import tree_source
+from lab.hosttools import compiler_for
+from lab.kernel_trees import tree_build_entry, tree_source
 from lab.kernels import ensure_kernel
 
 DEFAULT_ARCHES = ("i386-pae", "sparc64")
@@ -56,6 +58,9 @@ def measure(lab: cfg.Lab, arch_name: str, work: Path) -> dict:
     rebuilt = ensure_kernel(lab, arch, tree_source(tree, [fragment]), print)
     fragment_s = time.monotonic() - started
     facts = dict(rebuilt.provenance)
+    for sources in ([], [fragment]):  # the build directories of a tree that is about to be deleted
+        shutil.rmtree(tree_build_entry(lab, arch, tree_source(tree, sources), compiler_for(arch)).path,
+                      ignore_errors=True)
     hits, misses = int(facts["ccache_hits"]), int(facts["ccache_misses"])
     return {"arch": arch_name, "kernel": source.name, "cold_s": cold_s, "loop_s": loop_s, "loop_exit": code,
             "loop_compiled": _loop_compiled(work / f"run-{arch_name}"), "fragment_s": fragment_s, "hit_rate": hits / max(1, hits + misses),
@@ -80,9 +85,9 @@ def main(arches: list[str]) -> int:
     print("\ndev loop (a tree copied from the cache; its own ccache, empty at the start):")
     print(f"  {'arch':10} {'kernel':9} {'cold build':>10} {'edit->matrix':>12} {'+1 option':>10} "
           f"{'of cold':>8} {'ccache hits':>11}")
-    print("  (edit->matrix compiled " + ", ".join(f"{r['arch']}: {r['loop_compiled']} objects, exit {r['loop_exit']}"
-                                                  for r in rows) + ")")
     for r in rows:
         print(f"  {r['arch']:10} {r['kernel']:9} {r['cold_s']:9.1f}s {r['loop_s']:11.1f}s {r['fragment_s']:9.1f}s "
               f"{r['fragment_s'] / r['cold_s']:8.0%} {r['hit_rate']:11.0%}")
+    print("  (edit->matrix compiled " + ", ".join(f"{r['arch']}: {r['loop_compiled']} objects, exit {r['loop_exit']}"
+                                                  for r in rows) + ")")
     return 0
