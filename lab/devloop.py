@@ -63,7 +63,8 @@ def measure(lab: cfg.Lab, arch_name: str, work: Path) -> dict:
                       ignore_errors=True)
     hits, misses = int(facts["ccache_hits"]), int(facts["ccache_misses"])
     return {"arch": arch_name, "kernel": source.name, "cold_s": cold_s, "loop_s": loop_s, "loop_exit": code,
-            "loop_compiled": _loop_compiled(work / f"run-{arch_name}"), "fragment_s": fragment_s, "hit_rate": hits / max(1, hits + misses),
+            "loop_compiled": _loop_compiled(work / f"run-{arch_name}"), "fragment_s": fragment_s,
+            "hit_rate": hits / max(1, hits + misses),
             "cold_misses": dict(cold.provenance)["ccache_misses"]}
 
 

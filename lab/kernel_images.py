@@ -17,7 +17,7 @@ from pathlib import Path
 from lab.cache import Entry, Workspace, ensure, sha256_file
 from lab.config import Arch, KernelSource, Lab
 from lab.errors import BuildError, UserError
-from lab.kernels import KernelArtifact, fragments_for, parse_fragment, unmet_options
+from lab.kernels import KernelArtifact, fragments_for, parse_fragment, unmet_options, wanted_options
 
 _VERSION_IN_CONFIG = re.compile(r"^# Linux/\S+ (\S+) Kernel Configuration$", re.MULTILINE)
 _VERSION_IN_IMAGE = re.compile(rb"Linux version (\d+\.\d+[\w.+~-]*)")
@@ -79,7 +79,8 @@ def given_kernel(lab: Lab, arch: Arch, source: KernelSource) -> KernelArtifact:
     if config:
         text = config.read_text(errors="replace")
         _check_config(lab, arch, source, text, config, facts)
-        version = _VERSION_IN_CONFIG.search(text).group(1) if _VERSION_IN_CONFIG.search(text) else version
+        if stated := _VERSION_IN_CONFIG.search(text):
+            version = stated.group(1)
     found = _VERSION_IN_IMAGE.search(image.read_bytes())
     version = found.group(1).decode() if found else version
     entry = Entry("given-kernels", facts["kernel_image_sha256"][:20])
@@ -100,10 +101,8 @@ def given_kernel(lab: Lab, arch: Arch, source: KernelSource) -> KernelArtifact:
 def _check_config(lab: Lab, arch: Arch, source: KernelSource, text: str, config: Path, facts: dict) -> None:
     """Every option the fragments set must be set so in the config. Options the config
     does not mention at all (another kernel version's names) are recorded, not judged."""
-    wanted: dict[str, str] = {}
-    for fragment in fragments_for(lab, arch, source):
-        wanted.update(parse_fragment(fragment.read_text()))
-    mentioned = set(re.findall(r"^(?:# )?(CONFIG_\w+)[= ]", text, re.MULTILINE))
+    wanted = wanted_options(fragments_for(lab, arch, source))
+    mentioned = set(parse_fragment(text))
     unmet = unmet_options(text, wanted, mentioned)
     if unmet:
         raise BuildError(f"kernel {source.name} for {arch.name}: its config ({config}) lacks options the lab's "

@@ -38,13 +38,18 @@ class KernelArtifact:
     provenance: tuple[tuple[str, str], ...] = ()  # more facts for every cell (e.g. a tree's HEAD)
 
 
-def _fragments(lab: Lab, arch: Arch) -> list[Path]:
-    return [lab.kernel_fragments_dir / "common.config", lab.kernel_fragments_dir / arch.kernel.fragment]
-
-
 def fragments_for(lab: Lab, arch: Arch, source: KernelSource) -> list[Path]:
     """The fragments applied over tinyconfig, in order: common, the arch's, then the source's own."""
-    return _fragments(lab, arch) + [Path(f) for f in source.fragments]
+    return [lab.kernel_fragments_dir / "common.config", lab.kernel_fragments_dir / arch.kernel.fragment,
+            *(Path(f) for f in source.fragments)]
+
+
+def wanted_options(fragments: list[Path]) -> dict[str, str]:
+    """Every option the fragments set, a later fragment overriding an earlier one."""
+    wanted: dict[str, str] = {}
+    for fragment in fragments:
+        wanted.update(parse_fragment(fragment.read_text()))
+    return wanted
 
 
 def kernel_key(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler) -> str:
@@ -198,9 +203,7 @@ def configure(lab: Lab, arch: Arch, src: Path, build: Path, make: list[str], log
     """tinyconfig plus the fragments; BuildError if an option of theirs did not take effect."""
     limit = lab.build.timeout_s
     run_logged(make + ["tinyconfig"], log, what=f"{what}: make tinyconfig", timeout_s=limit)
-    wanted: dict[str, str] = {}
-    for fragment in fragments:
-        wanted.update(parse_fragment(fragment.read_text()))
+    wanted = wanted_options(fragments)
     dot_config = build / ".config"
     dot_config.write_text(merge_fragments(dot_config.read_text(), wanted))
     run_logged(make + ["olddefconfig"], log, what=f"{what}: make olddefconfig", timeout_s=limit)

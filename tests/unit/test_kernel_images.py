@@ -11,7 +11,7 @@ import pytest
 from lab.config import load_lab
 from lab.errors import BuildError, UserError
 from lab.kernel_images import config_beside, image_problem, image_source
-from lab.kernels import ensure_kernel, fragments_for, parse_fragment
+from lab.kernels import ensure_kernel, fragments_for, wanted_options
 from conftest import REPO
 
 LAB = load_lab(REPO)
@@ -28,9 +28,7 @@ def _bzimage(path: Path, banner: bytes = b"") -> Path:
 
 def _config_text(arch: str, drop: str | None = None, module: str | None = None) -> str:
     """A .config with every option the fragments of `arch` set, one dropped or made a module."""
-    wanted = {}
-    for fragment in fragments_for(LAB, LAB.arches[arch], LAB.kernels["6.1"]):
-        wanted.update(parse_fragment(fragment.read_text()))
+    wanted = wanted_options(fragments_for(LAB, LAB.arches[arch], LAB.kernels["6.1"]))
     lines = ["# Linux/x86 6.12.7 Kernel Configuration"]
     for sym, val in wanted.items():
         if sym == drop:
