@@ -1,0 +1,133 @@
+"""kselftest output (TAP 13, as tools/testing/selftests/kselftest.h prints it), subtest
+by subtest, with names that are unique and stable from night to night.
+
+Lines are read with tappy (PyPI `tap.py`); what is kselftest's own is read here:
+the XFAIL/XPASS directives, `# [RUN] ...` lines that say what the next result is
+about (cow.c's descriptions repeat: "No leak from parent into child" dozens of
+times), `# [INFO] ...` section headings, and the `# Totals:` line.
+
+A subtest is named by its `[RUN]` line, not by its description: a SKIP prints its
+reason where a PASS prints its description, so a name built from the description
+would change with the result and break the per-subtest history. Only where a
+name is still ambiguous (several results after one `[RUN]`, or none at all) is the
+description used, and then an occurrence counter.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from tap.parser import Parser
+
+_CONTEXT = re.compile(r"^#\s*\[(RUN|INFO)\]\s*(.*?)\s*$")
+_TOTALS = re.compile(r"^#\s*Totals:\s*(.*)$")
+# ok/not ok + directive -> status. TAP's TODO is an expected failure.
+_DIRECTIVES = {"SKIP": "SKIP", "XFAIL": "XFAIL", "XPASS": "XPASS", "TODO": "XFAIL"}
+
+
+@dataclass(frozen=True)
+class Subtest:
+    number: int
+    name: str  # unique within the run, stable while the test's structure is
+    status: str  # PASS, FAIL, SKIP, XFAIL or XPASS
+    detail: str  # the description or the directive's reason, as printed
+    section: str  # the heading it came under ("" before the first)
+
+
+@dataclass
+class Report:
+    subtests: list[Subtest] = field(default_factory=list)
+    planned: int | None = None  # the "1..N" line
+    totals: dict[str, int] = field(default_factory=dict)  # the "# Totals:" line
+    bail_out: str | None = None  # the reason after "Bail out!"
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for sub in self.subtests:
+            counts[sub.status] = counts.get(sub.status, 0) + 1
+        return counts
+
+    def verdict(self) -> tuple[str, str] | None:
+        """(status, message) of the whole test from its subtests; None when it printed
+        no TAP at all (the caller judges by the exit code)."""
+        if not self.subtests and self.planned is None and self.bail_out is None:
+            return None
+        counts = self.counts()
+        summary = " · ".join(f"{status.lower()} {n}" for status, n in sorted(counts.items())) or "no subtests"
+        failed = [s for s in self.subtests if s.status in ("FAIL", "XPASS")]
+        if failed:
+            return "FAIL", f"{summary}; first: {failed[0].name}: {failed[0].detail}"
+        if self.bail_out is not None:
+            return "FAIL", f"{summary}; Bail out! {self.bail_out}"
+        if self.planned is not None and len(self.subtests) < self.planned:
+            return "FAIL", f"{summary}; only {len(self.subtests)} of {self.planned} planned subtests reported"
+        if self.subtests and counts.get("SKIP", 0) == len(self.subtests):
+            return "SKIP", f"{summary}; first: {self.subtests[0].detail}"
+        return "PASS", summary
+
+
+@dataclass
+class _Pending:
+    number: int
+    status: str
+    detail: str
+    context: str
+    section: str
+
+
+def parse(text: str) -> Report:
+    """Every subtest in kselftest output (also cut short: what was printed counts)."""
+    report, pending = Report(), []
+    parser = Parser()
+    context, section, heading_candidate = "", "", None
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if match := _CONTEXT.match(line):
+            if heading_candidate is not None and match.group(1) == "RUN":
+                section = heading_candidate  # a context line with no result of its own was a heading
+            heading_candidate, context = match.group(2), match.group(2) if match.group(1) == "RUN" else context
+            continue
+        if match := _TOTALS.match(line):
+            report.totals = {k: int(v) for k, v in re.findall(r"(\w+):(\d+)", match.group(1))}
+            continue
+        parsed = parser.parse_line(line)
+        if parsed.category == "plan":
+            report.planned = parsed.expected_tests
+        elif parsed.category == "bail":
+            report.bail_out = parsed.reason.strip()
+        elif parsed.category == "test":
+            heading_candidate = None
+            pending.append(_result(parsed, context, section))
+    report.subtests = _named(pending)
+    return report
+
+
+def _result(parsed, context: str, section: str) -> _Pending:
+    directive = (parsed.directive.text or "").strip()
+    word, _, reason = directive.partition(" ")
+    status = _DIRECTIVES.get(word.upper())
+    if status is None:
+        status, detail = ("PASS" if parsed.ok else "FAIL"), parsed.description.strip() or directive
+    else:
+        detail = reason.strip() or parsed.description.strip()
+    return _Pending(parsed.number or 0, status, detail, context, section)
+
+
+def _named(pending: list[_Pending]) -> list[Subtest]:
+    """Names from the [RUN] context; the description where one context has several
+    results or there is none; a counter for what is still the same."""
+    per_context: dict[str, int] = {}
+    for p in pending:
+        per_context[p.context] = per_context.get(p.context, 0) + 1
+    seen: dict[str, int] = {}
+    subtests = []
+    for p in pending:
+        if p.context and per_context[p.context] == 1:
+            base = p.context
+        else:
+            base = f"{p.context} / {p.detail}" if p.context else p.detail or f"subtest {p.number}"
+        seen[base] = seen.get(base, 0) + 1
+        name = base if seen[base] == 1 else f"{base} #{seen[base]}"
+        subtests.append(Subtest(p.number, name, p.status, p.detail, p.section))
+    return subtests

@@ -1,0 +1,59 @@
+"""kselftest TAP, subtest by subtest: statuses, unique stable names, sections, verdicts."""
+
+from pathlib import Path
+
+from lab import ktap
+
+COW = (Path(__file__).parent / "data" / "cow-excerpt.tap").read_text()
+
+
+def test_each_subtest_is_named_by_its_run_line_and_gets_its_status():
+    report = ktap.parse(COW)
+    assert report.planned == 7 and report.totals["skip"] == 2 and report.bail_out is None
+    assert [(s.number, s.name, s.status) for s in report.subtests] == [
+        (1, "Basic COW after fork() ... with base page", "PASS"),
+        (2, "Basic COW after fork() ... with swapped out base page", "PASS"),
+        (3, "vmsplice() + unmap in child ... with base page", "XFAIL"),
+        (4, "R/O-mapping a page registered as iouring fixed buffer ... with base page", "SKIP"),
+        (5, "Basic COW ... with shared zeropage", "FAIL"),
+        # two results after one [RUN]: the description tells them apart
+        (6, "Basic COW ... with swapped out base page / MADV_PAGEOUT did not work, is swap enabled?", "SKIP"),
+        (7, "Basic COW ... with swapped out base page / No leak from parent into child", "PASS"),
+    ]
+    assert report.subtests[3].detail == "io_uring_queue_init() failed"
+    assert len({s.name for s in report.subtests}) == len(report.subtests)
+
+
+def test_sections_come_from_context_lines_that_head_a_run():
+    sections = [s.section for s in ktap.parse(COW).subtests]
+    assert sections[:4] == ["Anonymous memory tests in private mappings"] * 4
+    assert sections[4:] == ["Non-anonymous memory tests in private mappings"] * 3
+
+
+def test_a_name_does_not_change_when_the_result_does():
+    passing = ktap.parse("1..1\n# [RUN] Basic COW ... with THP\nok 1 No leak from parent into child\n")
+    skipped = ktap.parse("1..1\n# [RUN] Basic COW ... with THP\nok 1 # SKIP MADV_PAGEOUT did not work\n")
+    assert passing.subtests[0].name == skipped.subtests[0].name == "Basic COW ... with THP"
+
+
+def test_names_without_context_get_a_counter_only_where_they_repeat():
+    report = ktap.parse("1..3\nok 1 first\nok 2 first\nok 3 other\n")
+    assert [s.name for s in report.subtests] == ["first", "first #2", "other"]
+
+
+def test_the_verdict_follows_the_subtests():
+    assert ktap.parse(COW).verdict() == (
+        "FAIL", "fail 1 · pass 3 · skip 2 · xfail 1; first: Basic COW ... with shared zeropage: "
+                "No leak from parent into child")
+    assert ktap.parse("1..2\nok 1 a\nok 2 # XFAIL b\n").verdict() == ("PASS", "pass 1 · xfail 1")
+    assert ktap.parse("1..2\nok 1 # SKIP x\nok 2 # SKIP y\n").verdict() == ("SKIP", "skip 2; first: x")
+    assert ktap.parse("1..1\nok 1 # XPASS z\n").verdict()[0] == "FAIL"
+    assert ktap.parse("no tap here\n").verdict() is None
+
+
+def test_a_run_cut_short_is_never_pass_and_keeps_what_it_saw():
+    cut = ktap.parse("TAP version 13\n1..5\n# [RUN] a\nok 1 x\n# [RUN] b\nok 2 y\n")
+    assert [s.name for s in cut.subtests] == ["a", "b"]
+    assert cut.verdict() == ("FAIL", "pass 2; only 2 of 5 planned subtests reported")
+    bailed = ktap.parse("1..3\nok 1 x\nBail out! could not write /sys/kernel/mm/transparent_hugepage/enabled\n")
+    assert bailed.verdict() == ("FAIL", "pass 1; Bail out! could not write /sys/kernel/mm/transparent_hugepage/enabled")
