@@ -241,7 +241,11 @@ class Param:
 class Testcase:
     name: str
     description: str
-    source: str  # C file, relative to testcases/
+    source: str = ""  # our own C file, relative to testcases/; or:
+    # a kselftest, "<dir>/<binary>" under tools/testing/selftests, cross-built from the
+    # source of kselftest_kernel (default: the plan's newest kernel for the arch).
+    kselftest: str = ""
+    kselftest_kernel: str = ""
     timeout_s: float = field(default=120.0, metadata={"min": 1, "max": 86400})
     needs: tuple[str, ...] = ()
     kind: str = field(default="deterministic", metadata=_choices("deterministic", "race"))
@@ -259,6 +263,7 @@ class Testcase:
 
 
 ALLOWED_NEEDS = ("swap", "blockdev")
+KSELFTEST_NAME = re.compile(r"[A-Za-z0-9_-]+/[A-Za-z0-9_-]+")  # never a path that leaves its directory
 
 
 @dataclass(frozen=True)
@@ -456,7 +461,14 @@ def load_testcase(path: Path, root: Path) -> Testcase:
     bad = [n for n in case.needs if n not in ALLOWED_NEEDS]
     if bad:
         raise ConfigError(f"{where}.needs: {bad[0]!r} is not one of {', '.join(ALLOWED_NEEDS)}")
-    if not (path.parent / case.source).is_file():
+    if bool(case.source) == bool(case.kselftest):
+        raise ConfigError(f"{where}: give exactly one of source (a C file) and kselftest (e.g. \"mm/cow\")")
+    if case.kselftest and not KSELFTEST_NAME.fullmatch(case.kselftest):
+        raise ConfigError(f"{where}.kselftest: {case.kselftest!r} is not <dir>/<binary> under "
+                          f"tools/testing/selftests (letters, digits, _ and -)")
+    if case.kselftest_kernel and not case.kselftest:
+        raise ConfigError(f"{where}: kselftest_kernel goes with kselftest")
+    if case.source and not (path.parent / case.source).is_file():
         raise ConfigError(f"{where}.source: {path.parent / case.source} does not exist")
     return case
 
@@ -504,6 +516,10 @@ def load_lab(root: Path | None = None) -> Lab:
     arches = {p.stem: load_arch(p, root) for p in sorted((root / "configs" / "arches").glob("*.toml"))}
     testcases = {p.stem: load_testcase(p, root) for p in sorted((root / "testcases").glob("*.toml"))}
     plan = _from_table(Plan, data.get("plan", {}), f"{where}: plan")
+    for case in testcases.values():
+        if case.kselftest_kernel and case.kselftest_kernel not in kernels:
+            raise ConfigError(f"testcases/{case.name}.toml.kselftest_kernel: unknown kernel {case.kselftest_kernel!r} "
+                              f"(known: {', '.join(kernels)})")
     for kernel in kernels.values():
         for arch in kernel.arches:
             if arch not in arches:

@@ -28,7 +28,7 @@ def test_every_arch_is_complete(name):
 @pytest.mark.parametrize("name", sorted(LAB.testcases))
 def test_every_testcase_is_complete(name):
     case = LAB.testcases[name]
-    assert (REPO / "testcases" / case.source).is_file()
+    assert (REPO / "testcases" / case.source).is_file() if case.source else case.kselftest.count("/") == 1
     assert set(case.needs) <= set(ALLOWED_NEEDS)
 
 
@@ -192,4 +192,17 @@ def test_the_virtio_transport_must_be_enabled_in_the_fragment(repo_copy):
     _edit(repo_copy / "configs/kernel/riscv64.config", "CONFIG_VIRTIO_MMIO=y", "# CONFIG_VIRTIO_MMIO is not set")
     with pytest.raises(ConfigError, match=r"configs/arches/riscv64\.toml\.qemu\.virtio: 'mmio' needs "
                                           r"CONFIG_VIRTIO_MMIO=y in configs/kernel/riscv64\.config"):
+        load_lab(repo_copy)
+
+
+@pytest.mark.parametrize("body, complaint", [
+    ('description = "x"\n', r"testcases/k.toml: give exactly one of source \(a C file\) and kselftest"),
+    ('description = "x"\nsource = "swp_exclusive.c"\nkselftest = "mm/cow"\n', r"give exactly one of source"),
+    ('description = "x"\nkselftest = "../../etc/passwd"\n', r"testcases/k.toml.kselftest: '../../etc/passwd' is not"),
+    ('description = "x"\nkselftest = "mm/cow"\nkselftest_kernel = "9.9"\n',
+     r"testcases/k.toml.kselftest_kernel: unknown kernel '9.9'"),
+])
+def test_kselftest_testcases_are_checked(repo_copy, body, complaint):
+    (repo_copy / "testcases" / "k.toml").write_text(body)
+    with pytest.raises(ConfigError, match=complaint):
         load_lab(repo_copy)
