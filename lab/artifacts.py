@@ -69,6 +69,8 @@ def prepare(lab: Lab, jobs: list[Job], progress: Notify) -> dict[str, Artifacts]
             binary, error = binaries[arch.name, case.name]
             if binary:
                 art.binaries[case.name] = binary
+                if binary.origin:  # which kernel source a kselftest binary was built from
+                    art.provenance[f"testcase_{case.name}"] = binary.origin
             else:
                 art.case_errors[case.name] = error
         prepared[job.name] = art

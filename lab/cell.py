@@ -8,11 +8,13 @@ runner from the configs; combined attempts by lab.results.)
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from lab import ktap
 from lab.capture import excerpt
 from lab.config import Testcase
 from lab.console import kernel_excerpts, kernel_problems, last_line, panic_line
@@ -98,6 +100,8 @@ def run_cell(guest: RunningGuest, plan: CellPlan) -> tuple[CellResult, bool]:
     cell.kernel_excerpts = kernel_excerpts(unreported)
     if result is not None:
         healthy = _judge_result(cell, result, plan.timeout_s) and healthy
+        if plan.case.kselftest:
+            _judge_subtests(cell, logs["stdout"])
     if why := crash(console_text, exited=guest.console.eof):
         # The guest crashed under the test: no answer from the test can be trusted,
         # unless the testcase says that a crash is what it looks for.
@@ -123,6 +127,23 @@ def _push_and_run(guest: RunningGuest, plan: CellPlan, logs: dict[str, Path], ce
     except InfraError as exc:
         cell.message = f"{exc} (last console line: {last_line(guest.console.text(offset))})"
         return None, False
+
+
+def _judge_subtests(cell: CellResult, stdout_log: Path) -> None:
+    """A kselftest: every subtest from its TAP (also when cut short: what it printed
+    counts), and the cell's status from them, unless the exit says worse."""
+    text = stdout_log.read_text(errors="replace") if stdout_log.exists() else ""
+    report = ktap.parse(text)
+    cell.subtests = [dataclasses.asdict(s) for s in report.subtests]
+    verdict = report.verdict()
+    if verdict is None or cell.status in ("TIMEOUT", "ERROR"):
+        if cell.subtests:
+            cell.message += f" (after {len(cell.subtests)} subtests)"
+        return
+    status, message = verdict
+    if cell.exit_code == 1 and status in ("PASS", "SKIP"):
+        status, message = "FAIL", f"exit code 1 although the subtests say {status}: {message}"
+    cell.status, cell.message = status, message
 
 
 def _judge_result(cell: CellResult, result: CommandResult, timeout_s: float) -> bool:

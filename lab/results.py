@@ -42,6 +42,8 @@ class CellResult:
     rate: str = ""  # with --repeat: e.g. "FAIL 2/10"
     retries: list[str] = field(default_factory=list)  # infrastructure errors that were retried first
     provenance: dict[str, str] = field(default_factory=dict)  # what ran: QEMU, kernel source, hashes
+    # A kselftest's subtests, in order: number, name (unique, stable), status, detail, section.
+    subtests: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -57,3 +57,27 @@ def test_a_run_cut_short_is_never_pass_and_keeps_what_it_saw():
     assert cut.verdict() == ("FAIL", "pass 2; only 2 of 5 planned subtests reported")
     bailed = ktap.parse("1..3\nok 1 x\nBail out! could not write /sys/kernel/mm/transparent_hugepage/enabled\n")
     assert bailed.verdict() == ("FAIL", "pass 1; Bail out! could not write /sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def _cell(exit_code, status):
+    from lab.results import CellResult
+    return CellResult("i386-pae", "6.12", "cow", status, "", exit_code=exit_code)
+
+
+def test_a_kselftest_cell_takes_its_status_from_the_subtests(tmp_path):
+    from lab.cell import _judge_subtests
+    log = tmp_path / "stdout.txt"
+    log.write_text(COW)
+    cell = _cell(1, "FAIL")
+    _judge_subtests(cell, log)
+    assert cell.status == "FAIL" and len(cell.subtests) == 7 and cell.subtests[4]["status"] == "FAIL"
+    log.write_text("1..2\nok 1 a\nok 2 # SKIP b\n")
+    cell = _cell(1, "FAIL")
+    _judge_subtests(cell, log)
+    assert cell.status == "FAIL" and cell.message.startswith("exit code 1 although the subtests say PASS")
+    log.write_text("1..3\n# [RUN] a\nok 1 x\n")
+    cell = _cell(None, "TIMEOUT")
+    cell.message = "no result within 60 s"
+    _judge_subtests(cell, log)
+    assert cell.status == "TIMEOUT" and cell.message == "no result within 60 s (after 1 subtests)"
+    assert [s["name"] for s in cell.subtests] == ["a"]
