@@ -1,4 +1,6 @@
-"""JUnit XML for Jenkins: one testsuite per (arch, kernel), classname lab.<arch>.<kernel>."""
+"""JUnit XML for Jenkins: one testsuite per (arch, kernel), classname lab.<arch>.<kernel>;
+a kselftest's subtests besides, one <testcase> each, classname lab.<arch>.<kernel>.<testcase>
+and their unique, stable names, so that Jenkins keeps a history per subtest."""
 
 from __future__ import annotations
 
@@ -52,6 +54,20 @@ def _test_case(cell) -> TestCase:
     return case
 
 
+def _subtest_cases(cell) -> list[TestCase]:
+    cases = []
+    for sub in cell.subtests:
+        case = TestCase(xml_safe(sub["name"]), classname=f"lab.{cell.arch}.{cell.kernel}.{cell.testcase}",
+                        elapsed_sec=0.0)
+        detail = xml_safe(f"{sub['status']}: {sub['detail']}")
+        if sub["status"] in ("FAIL", "XPASS"):
+            case.add_failure_info(message=detail, failure_type=sub["status"])
+        elif sub["status"] in ("SKIP", "XFAIL"):  # XFAIL: the test itself expected it
+            case.add_skipped_info(message=detail)
+        cases.append(case)
+    return cases
+
+
 # Child order the Jenkins JUnit schema requires inside <testcase>.
 _CHILD_ORDER = {"skipped": 0, "error": 1, "failure": 2, "system-out": 3, "system-err": 4}
 
@@ -80,7 +96,8 @@ def write_junit(path: Path, matrix: Matrix) -> None:
         version = next((c.kernel_version for c in cells if c.kernel_version), "")
         properties = {"arch": arch, "kernel": kernel, "kernel_version": version}
         properties.update(next((c.provenance for c in cells if c.provenance), {}))
-        suites.append(TestSuite(f"lab.{arch}.{kernel}", [_test_case(c) for c in cells],
+        cases = [_test_case(c) for c in cells] + [case for c in cells for case in _subtest_cases(c)]
+        suites.append(TestSuite(f"lab.{arch}.{kernel}", cases,
                                 properties={k: xml_safe(str(v)) for k, v in properties.items()},
                                 hostname=properties.get("host")))
     atomic.write_bytes(path, _to_jenkins_schema(to_xml_report_string(suites, prettyprint=True, encoding="utf-8")))

@@ -57,3 +57,19 @@ def test_suite_properties_describe_what_ran(tmp_path):
     assert props["qemu"] == "QEMU emulator version 7.2.22" and props["config_sha256"] == "ab" * 32
     assert props["kernel_source"] == "linux-source-6.12 6.12.95" and props["kernel_version"] == "6.12.95"
     assert suite["@hostname"] == "agent-3" and suite["@name"] == "lab.sparc64.6.12-bpo"
+
+
+def test_each_subtest_is_a_testcase_of_its_own(tmp_path):
+    statuses = ("PASS", "FAIL", "SKIP", "XFAIL", "XPASS")
+    subtests = [{"number": n, "name": f"Basic COW ... {HOSTILE} {n}", "status": s, "detail": HOSTILE, "section": ""}
+                for n, s in enumerate(statuses, 1)]
+    cell = CellResult("riscv64", "6.12", "cow", "FAIL", "fail 1", subtests=subtests)
+    meta = {"run_id": "r", "started": "", "finished": "", "arches": ["riscv64"], "kernels": ["6.12"],
+            "testcases": ["cow"], "jobs": [["riscv64", "6.12"]]}
+    write_reports(tmp_path, [cell], meta)
+    assert list(SCHEMA.iter_errors(str(tmp_path / "junit.xml"))) == []
+    cases = SCHEMA.to_dict(str(tmp_path / "junit.xml"))["testsuite"][0]["testcase"]
+    assert [c["@classname"] for c in cases] == ["lab.riscv64.6.12"] + ["lab.riscv64.6.12.cow"] * 5
+    assert cases[1]["@name"].startswith("Basic COW ... ctrl \\x00") and "failure" not in cases[1]
+    assert [("failure" in c, "skipped" in c) for c in cases[2:]] == [(True, False), (False, True), (False, True),
+                                                                      (True, False)]
