@@ -54,6 +54,13 @@ class CellResult:
         """The status as a matrix shows it: with the attempt rate when repeated ("XFAIL 3/3")."""
         return f"{self.status} {self.rate.split()[-1]}" if self.rate else self.status
 
+    @property
+    def subtest_counts(self) -> str:
+        """A kselftest's subtests counted, as the matrix shows them: "ok 148 · fail 2 · skip 31"."""
+        words = {"PASS": "ok", "FAIL": "fail", "SKIP": "skip", "XFAIL": "xfail", "XPASS": "xpass"}
+        counts = {word: sum(s["status"] == status for s in self.subtests) for status, word in words.items()}
+        return " · ".join(f"{word} {n}" for word, n in counts.items() if n)
+
     def attempts_text(self) -> str:
         """One line per attempt, for reports that cannot show a table."""
         return "\n".join(f"attempt {a['attempt']}: {a['status']} ({a['duration_s']:.1f} s): {a['message']}"

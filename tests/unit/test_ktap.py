@@ -81,3 +81,16 @@ def test_a_kselftest_cell_takes_its_status_from_the_subtests(tmp_path):
     _judge_subtests(cell, log)
     assert cell.status == "TIMEOUT" and cell.message == "no result within 60 s (after 1 subtests)"
     assert [s["name"] for s in cell.subtests] == ["a"]
+
+
+def test_the_matrix_cell_shows_the_subtest_counts(tmp_path):
+    from lab.report import write_reports
+    from lab.results import CellResult
+    subtests = [{"number": n, "name": f"s{n}", "status": s, "detail": "", "section": ""}
+                for n, s in enumerate(["PASS", "PASS", "FAIL", "SKIP"], 1)]
+    cell = CellResult("i386-pae", "6.12", "cow", "FAIL", "fail 1", subtests=subtests)
+    assert cell.subtest_counts == "ok 2 · fail 1 · skip 1"
+    meta = {"run_id": "r", "started": "", "finished": "", "arches": ["i386-pae"], "kernels": ["6.12"],
+            "testcases": ["cow"], "jobs": [["i386-pae", "6.12"]]}
+    write_reports(tmp_path, [cell], meta)
+    assert "ok 2 · fail 1 · skip 1" in (tmp_path / "matrix.html").read_text()
