@@ -16,7 +16,7 @@ from typing import Callable
 
 from lab import ktap
 from lab.capture import excerpt
-from lab.config import Testcase
+from lab.config import Expectation, Testcase
 from lab.console import kernel_excerpts, kernel_problems, last_line, panic_line
 from lab.errors import InfraError
 from lab.guest import RunningGuest
@@ -75,6 +75,8 @@ class CellPlan:
     case_dir: Path  # stdout.txt, stderr.txt, console.txt of this attempt
     console_log: str  # the boot's full console, relative to the run directory
     relative: Callable[[Path], str]  # a path in the run directory -> how reports name it
+    # A kselftest's known failures, subtest by subtest (the [[expect]] tables with subtests).
+    subtest_expectations: tuple[Expectation, ...] = ()
 
 
 def run_cell(guest: RunningGuest, plan: CellPlan) -> tuple[CellResult, bool]:
@@ -101,7 +103,7 @@ def run_cell(guest: RunningGuest, plan: CellPlan) -> tuple[CellResult, bool]:
     if result is not None:
         healthy = _judge_result(cell, result, plan.timeout_s) and healthy
         if plan.case.kselftest:
-            _judge_subtests(cell, logs["stdout"])
+            _judge_subtests(cell, logs["stdout"], plan.subtest_expectations)
     if why := crash(console_text, exited=guest.console.eof):
         # The guest crashed under the test: no answer from the test can be trusted,
         # unless the testcase says that a crash is what it looks for.
@@ -129,11 +131,14 @@ def _push_and_run(guest: RunningGuest, plan: CellPlan, logs: dict[str, Path], ce
         return None, False
 
 
-def _judge_subtests(cell: CellResult, stdout_log: Path) -> None:
+def _judge_subtests(cell: CellResult, stdout_log: Path, expectations: tuple[Expectation, ...]) -> None:
     """A kselftest: every subtest from its TAP (also when cut short: what it printed
-    counts), and the cell's status from them, unless the exit says worse."""
+    counts), and the cell's status from them (XFAIL where every failure is expected),
+    unless the exit says worse."""
     text = stdout_log.read_text(errors="replace") if stdout_log.exists() else ""
     report = ktap.parse(text)
+    for expectation in expectations:
+        report.expect(expectation.subtests, expectation.reason)
     cell.subtests = [dataclasses.asdict(s) for s in report.subtests]
     verdict = report.verdict()
     if verdict is None or cell.status in ("TIMEOUT", "ERROR"):
@@ -144,6 +149,9 @@ def _judge_subtests(cell: CellResult, stdout_log: Path) -> None:
     if cell.exit_code == 1 and status in ("PASS", "SKIP"):
         status, message = "FAIL", f"exit code 1 although the subtests say {status}: {message}"
     cell.status, cell.message = status, message
+    if reasons := [s.expected for s in report.subtests if s.expected]:
+        # Shown beside the cell, and compared between runs: set whatever the outcome.
+        cell.expected, cell.expected_reason = "FAIL", reasons[0]
 
 
 def _judge_result(cell: CellResult, result: CommandResult, timeout_s: float) -> bool:

@@ -275,6 +275,9 @@ class Expectation:
     status: str = field(default="FAIL", metadata=_choices("FAIL"))
     arches: tuple[str, ...] = ()  # empty: every arch
     kernels: tuple[str, ...] = ()  # empty: every kernel
+    # A kselftest's subtests (name globs, e.g. "R/O longterm GUP pin*"): those are
+    # expected to FAIL, not the cell; the cell is XFAIL when they are all it failed.
+    subtests: tuple[str, ...] = ()
 
     def applies(self, arch: str, kernel: str, testcase: str) -> bool:
         return (testcase == self.testcase and (not self.arches or arch in self.arches)
@@ -313,7 +316,12 @@ class Lab:
         return dataclasses.replace(self, kernels={**self.kernels, source.name: source})
 
     def expectation(self, arch: str, kernel: str, testcase: str) -> Expectation | None:
-        return next((e for e in self.expectations if e.applies(arch, kernel, testcase)), None)
+        """The cell's known result (an [[expect]] without subtests), if any."""
+        return next((e for e in self.expectations if not e.subtests and e.applies(arch, kernel, testcase)), None)
+
+    def subtest_expectations(self, arch: str, kernel: str, testcase: str) -> tuple[Expectation, ...]:
+        """The known results of a kselftest's subtests in this cell, in the configs' order."""
+        return tuple(e for e in self.expectations if e.subtests and e.applies(arch, kernel, testcase))
 
     @property
     def kernel_fragments_dir(self) -> Path:
@@ -583,6 +591,11 @@ def _expectation(table, where: str, arches, kernels, testcases) -> Expectation:
         for name in names:
             if name not in known:
                 raise ConfigError(f"{where}.{label}: unknown name {name!r} (known: {', '.join(known)})")
+    if exp.subtests and not testcases[exp.testcase].kselftest:
+        raise ConfigError(f"{where}.subtests: {exp.testcase!r} is not a kselftest; only a kselftest has subtests")
+    for glob in exp.subtests:
+        if not glob.strip() or len(glob) > 300:
+            raise ConfigError(f"{where}.subtests: {glob[:40]!r} is not a subtest name glob (1-300 characters)")
     return exp
 
 

@@ -15,8 +15,9 @@ description used, and then an occurrence counter.
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tap.parser import Parser
 
@@ -33,6 +34,7 @@ class Subtest:
     status: str  # PASS, FAIL, SKIP, XFAIL or XPASS
     detail: str  # the description or the directive's reason, as printed
     section: str  # the heading it came under ("" before the first)
+    expected: str = ""  # why the configs expect it to FAIL (then FAIL is XFAIL, PASS is XPASS)
 
 
 @dataclass
@@ -48,6 +50,16 @@ class Report:
             counts[sub.status] = counts.get(sub.status, 0) + 1
         return counts
 
+    def expect(self, globs: tuple[str, ...], reason: str) -> None:
+        """The configs expect the subtests whose names match one of `globs` to FAIL: a
+        FAIL among them becomes XFAIL, a PASS XPASS. The first expectation that matches
+        a subtest decides it."""
+        for i, sub in enumerate(self.subtests):
+            if sub.expected or not any(fnmatch.fnmatchcase(sub.name, g) for g in globs):
+                continue
+            status = {"FAIL": "XFAIL", "PASS": "XPASS"}.get(sub.status, sub.status)
+            self.subtests[i] = replace(sub, status=status, expected=reason)
+
     def verdict(self) -> tuple[str, str] | None:
         """(status, message) of the whole test from its subtests; None when it printed
         no TAP at all (the caller judges by the exit code)."""
@@ -55,15 +67,20 @@ class Report:
             return None
         counts = self.counts()
         summary = " · ".join(f"{status.lower()} {n}" for status, n in sorted(counts.items())) or "no subtests"
-        failed = [s for s in self.subtests if s.status in ("FAIL", "XPASS")]
+        failed = [s for s in self.subtests if s.status == "FAIL"]
         if failed:
             return "FAIL", f"{summary}; first: {failed[0].name}: {failed[0].detail}"
         if self.bail_out is not None:
             return "FAIL", f"{summary}; Bail out! {self.bail_out}"
         if self.planned is not None and len(self.subtests) < self.planned:
             return "FAIL", f"{summary}; only {len(self.subtests)} of {self.planned} planned subtests reported"
+        if xpassed := [s for s in self.subtests if s.status == "XPASS"]:
+            why = f" (expected FAIL: {xpassed[0].expected})" if xpassed[0].expected else ""
+            return "XPASS", f"{summary}; first: {xpassed[0].name} passed{why}"
         if self.subtests and counts.get("SKIP", 0) == len(self.subtests):
             return "SKIP", f"{summary}; first: {self.subtests[0].detail}"
+        if xfailed := [s for s in self.subtests if s.status == "XFAIL" and s.expected]:
+            return "XFAIL", f"{summary}; expected: {xfailed[0].name} ({xfailed[0].expected})"
         return "PASS", summary
 
 

@@ -185,7 +185,8 @@ class Runner:
                         argv_tail=tuple(argv_tail), timeout_s=case.timeout_s * self.timeout_factor,
                         push_timeout_s=PUSH_TIMEOUT_S * self.timeout_factor,
                         case_dir=rundir.cell_logs(log_dir, case.name, attempt if self.repeat > 1 else None),
-                        console_log=self._rel(console_log), relative=self._rel)
+                        console_log=self._rel(console_log), relative=self._rel,
+                        subtest_expectations=self.lab.subtest_expectations(job.arch.name, job.kernel.name, case.name))
 
     def _rel(self, path: Path) -> str:
         return str(path.relative_to(self.out_dir))

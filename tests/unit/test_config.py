@@ -95,6 +95,38 @@ def test_expectation_names_are_checked(repo_copy):
         load_lab(repo_copy)
 
 
+@pytest.mark.parametrize("testcase, globs, complaint", [
+    ("swp_exclusive", '["a*"]', r"expect\[\d+\]\.subtests: 'swp_exclusive' is not a kselftest"),
+    ("cow", '[" "]', r"expect\[\d+\]\.subtests: ' ' is not a subtest name glob"),
+    ("cow", '"a*"', r"expect\[\d+\]\.subtests: expected"),
+])
+def test_subtest_expectations_are_checked(repo_copy, testcase, globs, complaint):
+    lab_toml = repo_copy / "configs/lab.toml"
+    lab_toml.write_text(lab_toml.read_text() + f"""
+[[expect]]
+testcase = "{testcase}"
+subtests = {globs}
+reason = "r"
+""")
+    with pytest.raises(ConfigError, match=complaint):
+        load_lab(repo_copy)
+
+
+def test_subtest_expectations_are_kept_apart_from_the_cell_expectation(repo_copy):
+    lab_toml = repo_copy / "configs/lab.toml"
+    lab_toml.write_text(lab_toml.read_text() + """
+[[expect]]
+testcase = "cow"
+arches = ["riscv64"]
+subtests = ["R/O longterm GUP pin*"]
+reason = "known"
+""")
+    lab = load_lab(repo_copy)
+    assert lab.expectation("riscv64", "6.12", "cow") is None
+    assert [e.subtests for e in lab.subtest_expectations("riscv64", "6.12", "cow")] == [("R/O longterm GUP pin*",)]
+    assert lab.subtest_expectations("arm64", "6.12", "cow") == ()
+
+
 def test_expectations_match_the_seed_facts():
     for arch in ("i386", "i386-pae", "sparc64", "riscv64"):
         assert LAB.expectation(arch, "6.1", "swp_exclusive").status == "FAIL"

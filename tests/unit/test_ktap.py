@@ -1,5 +1,7 @@
 """kselftest TAP, subtest by subtest: statuses, unique stable names, sections, verdicts."""
 
+import html
+import re
 from pathlib import Path
 
 from lab import ktap
@@ -47,7 +49,7 @@ def test_the_verdict_follows_the_subtests():
                 "No leak from parent into child")
     assert ktap.parse("1..2\nok 1 a\nok 2 # XFAIL b\n").verdict() == ("PASS", "pass 1 · xfail 1")
     assert ktap.parse("1..2\nok 1 # SKIP x\nok 2 # SKIP y\n").verdict() == ("SKIP", "skip 2; first: x")
-    assert ktap.parse("1..1\nok 1 # XPASS z\n").verdict()[0] == "FAIL"
+    assert ktap.parse("1..1\nok 1 # XPASS z\n").verdict()[0] == "XPASS"
     assert ktap.parse("no tap here\n").verdict() is None
 
 
@@ -69,18 +71,30 @@ def test_a_kselftest_cell_takes_its_status_from_the_subtests(tmp_path):
     log = tmp_path / "stdout.txt"
     log.write_text(COW)
     cell = _cell(1, "FAIL")
-    _judge_subtests(cell, log)
+    _judge_subtests(cell, log, ())
     assert cell.status == "FAIL" and len(cell.subtests) == 7 and cell.subtests[4]["status"] == "FAIL"
     log.write_text("1..2\nok 1 a\nok 2 # SKIP b\n")
     cell = _cell(1, "FAIL")
-    _judge_subtests(cell, log)
+    _judge_subtests(cell, log, ())
     assert cell.status == "FAIL" and cell.message.startswith("exit code 1 although the subtests say PASS")
     log.write_text("1..3\n# [RUN] a\nok 1 x\n")
     cell = _cell(None, "TIMEOUT")
     cell.message = "no result within 60 s"
-    _judge_subtests(cell, log)
+    _judge_subtests(cell, log, ())
     assert cell.status == "TIMEOUT" and cell.message == "no result within 60 s (after 1 subtests)"
     assert [s["name"] for s in cell.subtests] == ["a"]
+
+
+def test_a_kselftest_cell_whose_only_failures_are_expected_is_xfail_with_the_reason(tmp_path):
+    from lab.cell import _judge_subtests
+    from lab.config import Expectation
+    log = tmp_path / "stdout.txt"
+    log.write_text(COW)
+    cell = _cell(1, "FAIL")
+    expected = Expectation("cow", "zeropage on 6.1", subtests=("Basic COW ... with shared zeropage",))
+    _judge_subtests(cell, log, (expected,))
+    assert (cell.status, cell.expected, cell.expected_reason) == ("XFAIL", "FAIL", "zeropage on 6.1")
+    assert cell.subtests[4]["status"] == "XFAIL" and cell.subtests[4]["expected"] == "zeropage on 6.1"
 
 
 def test_the_matrix_cell_shows_the_subtest_counts(tmp_path):
@@ -94,3 +108,49 @@ def test_the_matrix_cell_shows_the_subtest_counts(tmp_path):
             "testcases": ["cow"], "jobs": [["i386-pae", "6.12"]]}
     write_reports(tmp_path, [cell], meta)
     assert "ok 2 · fail 1 · skip 1" in (tmp_path / "matrix.html").read_text()
+
+
+def test_the_cell_page_lists_every_subtest_under_its_section_with_filters(tmp_path):
+    from lab.cell import _judge_subtests
+    from lab.config import Expectation
+    from lab.report import write_reports
+    from lab.rundir import cell_page
+    log = tmp_path / "stdout.txt"
+    log.write_text(COW)
+    cell = _cell(1, "FAIL")
+    _judge_subtests(cell, log, (Expectation("cow", "<known>", subtests=("*zeropage",)),))
+    meta = {"run_id": "r", "started": "", "finished": "", "arches": ["i386-pae"], "kernels": ["6.12"],
+            "testcases": ["cow"], "jobs": [["i386-pae", "6.12"]]}
+    write_reports(tmp_path, [cell], meta)
+    page = (tmp_path / cell_page("i386-pae", "6.12", "cow")).read_text()
+    headings = re.findall(r'<h3 class="section">(.*?)</h3>', page)
+    assert headings == [html.escape(s["section"], quote=False) for s in cell.subtests
+                        if s["number"] == 1 or s["section"] != cell.subtests[s["number"] - 2]["section"]]
+    assert page.count('<tr class="subtest"') == len(cell.subtests) == 7
+    assert "expected FAIL: &lt;known&gt;" in page and 'value="XFAIL"' in page and 'value="XPASS"' not in page
+
+
+def test_expected_subtests_are_xfail_and_a_cell_failing_only_those_is_xfail():
+    report = ktap.parse(COW)
+    report.expect(("Basic COW * with shared zeropage",), "no zeropage pin on 6.1")
+    status, message = report.verdict()
+    assert status == "XFAIL" and "(no zeropage pin on 6.1)" in message
+    marked = [s for s in report.subtests if s.expected]
+    assert [(s.name, s.status) for s in marked] == [("Basic COW ... with shared zeropage", "XFAIL")]
+
+
+def test_an_expected_subtest_that_passes_is_xpass_and_an_unexpected_failure_still_fails():
+    report = ktap.parse("1..3\n# [RUN] a\nok 1 x\n# [RUN] b\nnot ok 2 y\n# [RUN] c\nok 3 z # SKIP n\n")
+    report.expect(("a", "c"), "known")
+    assert [s.status for s in report.subtests] == ["XPASS", "FAIL", "SKIP"]
+    assert report.verdict()[0] == "FAIL"
+    passing = ktap.parse("1..1\n# [RUN] a\nok 1 x\n")
+    passing.expect(("a",), "known")
+    assert passing.verdict() == ("XPASS", "xpass 1; first: a passed (expected FAIL: known)")
+
+
+def test_the_first_expectation_that_matches_a_subtest_decides_it():
+    report = ktap.parse("1..1\n# [RUN] a b\nnot ok 1 x\n")
+    report.expect(("a*",), "first")
+    report.expect(("a b",), "second")
+    assert report.subtests[0].expected == "first" and report.subtests[0].status == "XFAIL"
