@@ -3,6 +3,8 @@
 Cells are matched by (arch, kernel, testcase) and sorted into sections, in the
 order a developer reads them: newly failing, newly passing, newly erroring,
 changed expectations, then anything else that moved (skips, cells added or gone).
+A kselftest's subtests are compared one by one as well, matched by their names
+("riscv64/6.12 cow / R/O longterm GUP pin ... with memfd").
 """
 
 from __future__ import annotations
@@ -92,9 +94,27 @@ def _section(old: CellResult | None, new: CellResult | None) -> str | None:
     return "other"
 
 
+def _subtest_unit(cell: CellResult, sub: dict) -> CellResult:
+    """One subtest of a kselftest cell, in the shape compare() sorts."""
+    return CellResult(cell.arch, cell.kernel, f"{cell.testcase} / {sub['name']}", sub["status"], sub["detail"],
+                      expected="FAIL" if sub.get("expected") else "", expected_reason=sub.get("expected", ""))
+
+
+def _with_subtests(cells: list[CellResult], other: dict) -> dict:
+    """The cells by key, each followed by its subtests where the other run's cell has
+    subtests too: a cell that never got to its subtests is one change, not hundreds."""
+    units: dict = {}
+    for cell in cells:
+        units[cell.key] = cell
+        twin = other.get(cell.key)
+        if cell.subtests and twin is not None and twin.subtests:
+            units.update((unit.key, unit) for unit in (_subtest_unit(cell, s) for s in cell.subtests))
+    return units
+
+
 def compare(old_cells: list[CellResult], new_cells: list[CellResult], baseline: str) -> Comparison:
-    old = {c.key: c for c in old_cells}
-    new = {c.key: c for c in new_cells}
+    old = _with_subtests(old_cells, {c.key: c for c in new_cells})
+    new = _with_subtests(new_cells, {c.key: c for c in old_cells})
     found: dict[str, list[Change]] = {attr: [] for attr, _ in SECTIONS}
     for key in list(dict.fromkeys([*new, *old])):
         section = _section(old.get(key), new.get(key))

@@ -109,3 +109,21 @@ def test_a_wide_plan_prints_a_row_per_arch_and_kernel():
 def test_write_reports_without_baseline_has_no_changes_section(tmp_path):
     write_reports(tmp_path, NEW, {"run_id": "r", "started": "", "finished": ""})
     assert 'id="changes"' not in (tmp_path / "matrix.html").read_text()
+
+
+def _kselftest(arch, statuses, status="FAIL"):
+    subtests = [{"number": n, "name": f"R/O pin {n}", "status": s, "detail": f"detail {n}", "section": "pins"}
+                for n, s in enumerate(statuses, 1)]
+    return CellResult(arch, "6.12", "cow", status, "", subtests=subtests)
+
+
+def test_a_kselftest_is_compared_subtest_by_subtest():
+    old = [_kselftest("riscv64", ["PASS", "FAIL", "PASS"]), _kselftest("arm64", ["PASS", "PASS"], "PASS")]
+    new = [_kselftest("riscv64", ["FAIL", "FAIL", "SKIP"]), CellResult("arm64", "6.12", "cow", "ERROR", "no boot")]
+    result = compare(old, new, "old")
+    assert [c.name for c in result.newly_fail] == ["riscv64/6.12 cow / R/O pin 1"]
+    assert [(c.name, c.old_label, c.new_label) for c in result.other] == [("riscv64/6.12 cow / R/O pin 3", "PASS", "SKIP")]
+    # A cell that did not get to its subtests is one change, not one per subtest.
+    assert [c.name for c in result.newly_error] == ["arm64/6.12 cow"]
+    text = render_comparison(result)
+    assert "  riscv64/6.12 cow / R/O pin 1: PASS -> FAIL: detail 1" in text
