@@ -42,7 +42,8 @@ class CellResult:
     rate: str = ""  # with --repeat: e.g. "FAIL 2/10"
     retries: list[str] = field(default_factory=list)  # infrastructure errors that were retried first
     provenance: dict[str, str] = field(default_factory=dict)  # what ran: QEMU, kernel source, hashes
-    # A kselftest's subtests, in order: number, name (unique, stable), status, detail, section.
+    # A kselftest's subtests, in order: number, name (unique, stable), status, detail, section,
+    # expected (the reason the configs expect a FAIL).
     subtests: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -136,10 +137,35 @@ def _record_problem(data) -> str | None:
             return f"{name}: {data[name]!r} is not a valid name ({names.RULE})"
     if data["status"] not in STATUSES:
         return f"status: {data['status']!r} is not one of {', '.join(STATUSES)}"
+    if problem := _subtests_problem(data.get("subtests", [])):
+        return problem
     logs = [data.get("logs", {})] + [a.get("logs", {}) for a in data.get("attempts", []) if isinstance(a, dict)]
     for path in (p for entry in logs if isinstance(entry, dict) for p in entry.values()):
         if not names.is_safe_relative_path(path):
             return f"logs: {str(path)[:60]!r} is not a path inside the run directory"
+    return None
+
+
+SUBTEST_STATUSES = ("PASS", "FAIL", "SKIP", "XFAIL", "XPASS")
+_SUBTEST_FIELDS = {"number": int, "name": str, "status": str, "detail": str, "section": str, "expected": str}
+
+
+def _subtests_problem(subtests: list) -> str | None:
+    """Why a cell's subtest records (maybe another machine's) do not fit, or None."""
+    for i, sub in enumerate(subtests):
+        where = f"subtests[{i}]"
+        if not isinstance(sub, dict):
+            return f"{where}: expected an object"
+        if unknown := sorted(set(sub) - set(_SUBTEST_FIELDS)):
+            return f"{where}: unknown field {unknown[0]!r}"
+        if missing := [name for name in _SUBTEST_FIELDS if name not in sub and name != "expected"]:
+            return f"{where}: missing field {missing[0]!r}"
+        for name, kind in _SUBTEST_FIELDS.items():
+            value = sub.get(name, "")
+            if not isinstance(value, kind) or isinstance(value, bool):
+                return f"{where}.{name}: expected {'an integer' if kind is int else 'a string'}, got {str(value)[:40]!r}"
+        if sub["status"] not in SUBTEST_STATUSES:
+            return f"{where}.status: {sub['status']!r} is not one of {', '.join(SUBTEST_STATUSES)}"
     return None
 
 

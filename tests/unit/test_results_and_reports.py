@@ -68,6 +68,22 @@ def test_journal_survives_truncated_last_line(tmp_path, capsys):
     ({"arch": "a", "kernel": "k", "testcase": "t", "status": "OK", "message": ""}, "status: 'OK' is not one of"),
     ({"arch": "a", "kernel": "k", "testcase": "t", "status": "PASS", "message": "", "evil": 1}, "unknown field 'evil'"),
     (["a"], "not a JSON object"),
+    ({"arch": "a", "kernel": "k", "testcase": "t", "status": "PASS", "message": "", "subtests": ["x"]},
+     r"subtests[0]: expected an object"),
+    ({"arch": "a", "kernel": "k", "testcase": "t", "status": "PASS", "message": "",
+      "subtests": [{"number": 1, "name": "n", "status": "MAYBE", "detail": "", "section": ""}]},
+     "subtests[0].status: 'MAYBE' is not one of PASS, FAIL"),
+    ({"arch": "a", "kernel": "k", "testcase": "t", "status": "PASS", "message": "",
+      "subtests": [{"number": "1", "name": "n", "status": "PASS", "detail": "", "section": ""}]},
+     "subtests[0].number: expected an integer"),
+    ({"arch": "a", "kernel": "k", "testcase": "t", "status": "PASS", "message": "",
+      "subtests": [{"number": 1, "name": ["n"], "status": "PASS", "detail": "", "section": ""}]},
+     "subtests[0].name: expected a string"),
+    ({"arch": "a", "kernel": "k", "testcase": "t", "status": "PASS", "message": "",
+      "subtests": [{"number": 1, "name": "n", "status": "PASS", "detail": "", "section": "", "js": ""}]},
+     "subtests[0]: unknown field 'js'"),
+    ({"arch": "a", "kernel": "k", "testcase": "t", "status": "PASS", "message": "",
+      "subtests": [{"number": 1, "name": "n", "status": "PASS", "detail": ""}]}, "subtests[0]: missing field 'section'"),
 ])
 def test_a_malformed_journal_record_is_one_clear_error_naming_the_line(tmp_path, record, problem):
     path = tmp_path / "journal.jsonl"
