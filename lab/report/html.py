@@ -6,6 +6,7 @@ reports are opened from Jenkins artifacts, mail and file://, with no network.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import jinja2
@@ -14,6 +15,7 @@ from lab import atomic
 from lab.rundir import CELLS, MATRIX, cell_page
 from lab.report.compare import Comparison
 from lab.report.matrix import Matrix
+from lab.results import SUBTEST_STATUSES
 
 # One colour per status (background, text stays dark): the matrix, the legend and
 # the browser test all read this table. Status text is always shown as well.
@@ -46,7 +48,15 @@ _ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_ENV.globals.update(status_colors=STATUS_COLORS, legend=LEGEND)
+_ENV.globals.update(status_colors=STATUS_COLORS, legend=LEGEND, subtest_statuses=SUBTEST_STATUSES)
+
+
+def _subtest_sections(subtests: list[dict]) -> list[tuple[str, list[dict]]]:
+    """A kselftest's subtests under the headings they were printed under, in order."""
+    return [(section, list(group)) for section, group in itertools.groupby(subtests, key=lambda s: s["section"])]
+
+
+_ENV.globals["subtest_sections"] = _subtest_sections
 
 
 def write_html(out_dir: Path, matrix: Matrix, comparison: Comparison | None = None) -> None:
