@@ -6,9 +6,11 @@ the XFAIL/XPASS directives, `# [RUN] ...` lines that say what the next result is
 about (cow.c's descriptions repeat: "No leak from parent into child" dozens of
 times), `# [INFO] ...` section headings, and the `# Totals:` line.
 
-A subtest is named by its `[RUN]` line, not by its description: a SKIP prints its
-reason where a PASS prints its description, so a name built from the description
-would change with the result and break the per-subtest history. Only where a
+A subtest is named by its `[RUN]` line (or, where no `[RUN]` came since the last
+result, by the `[INFO]` line just before it, as mkdirty prints them), not by its
+description: a SKIP prints its reason where a PASS prints its description, so a
+name built from the description would change with the result and break the
+per-subtest history. Only where a
 name is still ambiguous (several results after one `[RUN]`, or none at all) is the
 description used, and then an occurrence counter.
 """
@@ -98,12 +100,20 @@ def parse(text: str) -> Report:
     report, pending = Report(), []
     parser = Parser()
     context, section, heading_candidate = "", "", None
+    # What was said since the last result: a [RUN], or only an [INFO] (mkdirty names
+    # each test with an [INFO] line; in cow an [INFO] there is a note on the [RUN]).
+    run_since_result, info_since_result = False, None
     for raw in text.splitlines():
         line = raw.rstrip()
         if match := _CONTEXT.match(line):
-            if heading_candidate is not None and match.group(1) == "RUN":
+            kind, said = match.groups()
+            if heading_candidate is not None and kind == "RUN":
                 section = heading_candidate  # a context line with no result of its own was a heading
-            heading_candidate, context = match.group(2), match.group(2) if match.group(1) == "RUN" else context
+            heading_candidate = said
+            if kind == "RUN":
+                context, run_since_result = said, True
+            else:
+                info_since_result = said
             continue
         if match := _TOTALS.match(line):
             report.totals = {k: int(v) for k, v in re.findall(r"(\w+):(\d+)", match.group(1))}
@@ -114,7 +124,9 @@ def parse(text: str) -> Report:
         elif parsed.category == "bail":
             report.bail_out = parsed.reason.strip()
         elif parsed.category == "test":
-            heading_candidate = None
+            if not run_since_result and info_since_result is not None:
+                context = info_since_result
+            heading_candidate, run_since_result, info_since_result = None, False, None
             pending.append(_result(parsed, context, section))
     report.subtests = _named(pending)
     return report

@@ -59,10 +59,11 @@ def _subtest_cases(cell) -> list[TestCase]:
     for sub in cell.subtests:
         case = TestCase(xml_safe(sub["name"]), classname=f"lab.{cell.arch}.{cell.kernel}.{cell.testcase}",
                         elapsed_sec=0.0)
-        detail = xml_safe(f"{sub['status']}: {sub['detail']}")
+        expected = f" (expected FAIL: {sub['expected']})" if sub.get("expected") else ""
+        detail = xml_safe(f"{sub['status']}: {sub['detail']}{expected}")
         if sub["status"] in ("FAIL", "XPASS"):
             case.add_failure_info(message=detail, failure_type=sub["status"])
-        elif sub["status"] in ("SKIP", "XFAIL"):  # XFAIL: the test itself expected it
+        elif sub["status"] in ("SKIP", "XFAIL"):  # XFAIL: the test or the configs expected it
             case.add_skipped_info(message=detail)
         cases.append(case)
     return cases

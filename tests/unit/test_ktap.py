@@ -4,6 +4,8 @@ import html
 import re
 from pathlib import Path
 
+import pytest
+
 from lab import ktap
 
 COW = (Path(__file__).parent / "data" / "cow-excerpt.tap").read_text()
@@ -154,3 +156,56 @@ def test_the_first_expectation_that_matches_a_subtest_decides_it():
     report.expect(("a*",), "first")
     report.expect(("a b",), "second")
     assert report.subtests[0].expected == "first" and report.subtests[0].status == "XFAIL"
+
+
+DATA = Path(__file__).parent / "data"
+# Captured from real guests (lab run --test cow,mkdirty, Linux 6.12.117, binaries built from 6.12).
+CAPTURES = ["cow-i386-pae-6.12.tap", "cow-arm64-6.12.tap", "mkdirty-i386-pae-6.12.tap"]
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_real_captures_give_every_planned_subtest_a_unique_name_and_agree_with_the_totals(capture):
+    report = ktap.parse((DATA / capture).read_text())
+    names = [s.name for s in report.subtests]
+    assert len(names) == report.planned and len(set(names)) == len(names)
+    counts = report.counts()
+    assert {k: v for k, v in report.totals.items() if v} == {s.lower(): n for s, n in counts.items() if s != "PASS"} | (
+        {"pass": counts["PASS"]} if counts.get("PASS") else {})
+    assert report.verdict()[0] == "PASS"
+
+
+def test_real_cow_names_come_from_the_run_lines_and_sections_from_the_headings():
+    report = ktap.parse((DATA / "cow-arm64-6.12.tap").read_text())
+    by_name = {s.name: s for s in report.subtests}
+    swapped = by_name["Basic COW after fork() ... with swapped out base page"]
+    assert (swapped.status, swapped.detail) == ("PASS", "No leak from parent into child")
+    assert swapped.section == "Anonymous memory tests in private mappings"
+    assert [s.section for s in report.subtests][-1] == "Non-anonymous memory tests in private mappings"
+
+
+def test_real_mkdirty_names_come_from_its_info_lines_whatever_the_result():
+    report = ktap.parse((DATA / "mkdirty-i386-pae-6.12.tap").read_text())
+    assert [s.name for s in report.subtests] == [
+        "PTRACE write access", "PTRACE write access to THP", "Page migration", "Page migration of THP",
+        "PTE-mapping a THP", "UFFDIO_COPY"]
+
+
+def test_a_real_run_cut_short_by_a_crash_keeps_what_it_saw(tmp_path):
+    from lab.cell import _judge_subtests
+    lines = (DATA / "cow-arm64-6.12.tap").read_text().splitlines()
+    cut = "\n".join(lines[:len(lines) // 2]) + "\n"
+    report = ktap.parse(cut)
+    assert 0 < len(report.subtests) < report.planned
+    assert report.verdict()[0] == "FAIL" and "planned subtests reported" in report.verdict()[1]
+    log = tmp_path / "stdout.txt"
+    log.write_text(cut)
+    cell = _cell(None, "ERROR")
+    cell.message = "guest crashed during the test: Kernel panic"
+    _judge_subtests(cell, log, ())
+    assert cell.status == "ERROR" and cell.message.endswith(f"(after {len(report.subtests)} subtests)")
+
+
+def test_a_real_bail_out_is_fail_with_its_reason():
+    report = ktap.parse((DATA / "cow-bail-out-i386-pae-6.12.tap").read_text())
+    assert report.subtests == [] and report.planned == 655
+    assert report.verdict() == ("FAIL", "no subtests; Bail out! opening pagemap failed")
