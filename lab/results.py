@@ -186,8 +186,9 @@ def parse_metrics(stdout: str) -> dict[str, float]:
 
 
 # Which attempt status decides a repeated cell: a FAIL is a finding even if other
-# attempts passed; an infrastructure ERROR never becomes a FAIL.
-_DECIDING_ORDER = ("FAIL", "TIMEOUT", "ERROR", "PASS", "SKIP")
+# attempts passed; an infrastructure ERROR never becomes a FAIL. XFAIL and XPASS
+# come from a kselftest whose subtests the configs expect to fail.
+_DECIDING_ORDER = ("FAIL", "XPASS", "TIMEOUT", "ERROR", "XFAIL", "PASS", "SKIP")
 
 
 def _combine_metrics(all_metrics: list[dict[str, float]]) -> dict[str, float]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from lab.buildlog import first_error_line, run_logged
 from lab.cache import Entry, Workspace, content_key, ensure, sha256_file
 from lab.config import Arch, KernelSource, Lab, Testcase
-from lab.errors import BuildError
+from lab.errors import BuildError, BuildTimeout
 from lab.hosttools import Compiler, compiler_for
 from lab.kernel_sources import resolve, source_tree
 from lab.plan import newest_kernel
@@ -90,6 +90,8 @@ def _build_kselftest(arch: Arch, case: Testcase, source: KernelSource, compiler:
         run_logged(["make", "-C", str(src / "tools/testing/selftests" / directory), *common, "USERLDFLAGS=-static",
                     f"OUTPUT={out}", f"KHDR_INCLUDES=-isystem {build / 'usr/include'}", str(out / binary)],
                    space.log, what=f"{what}: make")
+    except BuildTimeout:
+        raise  # a slow or stuck host says nothing about the test: not kept as its result
     except BuildError:
         error = first_error_line(space.log.read_text(errors="replace")) or "make failed"
         return {"ok": False, "error": error, "testcase": case.name, "arch": arch.name}

@@ -203,6 +203,10 @@ def test_combine_attempts():
     # An infrastructure hiccup among passes is an ERROR, never a FAIL.
     flaky = combine_attempts([ok, attempt("ERROR", "QEMU exited", 0), ok])
     assert (flaky.status, flaky.rate) == ("ERROR", "ERROR 1/3")
+    # A kselftest's attempts are XFAIL when their only failures are expected subtests.
+    expected = [CellResult("i386-pae", "6.1", "cow", st, st) for st in ("XFAIL", "PASS", "XFAIL")]
+    assert combine_attempts(expected).rate == "XFAIL 2/3"
+    assert combine_attempts([*expected, CellResult("i386-pae", "6.1", "cow", "XPASS", "")]).rate == "XPASS 1/4"
 
 
 def test_reports_show_attempt_rates(tmp_path):
