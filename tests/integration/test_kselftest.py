@@ -84,3 +84,18 @@ def test_counts_agree_in_results_junit_and_html(cow_run):
 def _counts(subtests):
     words = {"PASS": "ok", "FAIL": "fail", "SKIP": "skip", "XFAIL": "xfail", "XPASS": "xpass"}
     return [(word, sum(s["status"] == status for s in subtests)) for status, word in words.items()]
+
+
+def test_a_kselftest_that_does_not_build_is_an_error_cell_and_the_rest_runs(repo_copy, tmp_path):
+    (repo_copy / "testcases/nosuch.toml").write_text('description = "x"\nkselftest = "mm/no_such_test"\n')
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", "i386-pae", "--kernel", "6.12",
+                           "--test", "nosuch,swp_exclusive", "--out", str(out)], capture_output=True, text=True,
+                          cwd=REPO, timeout=1800, env={**os.environ, "LAB_ROOT": str(repo_copy)})
+    print(proc.stdout, proc.stderr)
+    cells = {c["testcase"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
+    assert cells["nosuch"]["status"] == "ERROR"
+    assert "kselftest mm/no_such_test for i386-pae from 6.12 did not build" in cells["nosuch"]["message"]
+    assert "no_such_test" in cells["nosuch"]["message"].split("did not build:")[1]
+    assert cells["swp_exclusive"]["status"] == "PASS", "the arch's other testcases still run"
+    assert proc.returncode == 2
