@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,6 +36,16 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("LAB_CACHE", str(cache))
     return cache
+
+
+def run_lab(*args: str, root: Path | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`lab ARGS` as a user runs it (from the repo, with the configs of `root` if given),
+    its output printed for the test log."""
+    env = {**os.environ, "LAB_ROOT": str(root)} if root else dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout, env=env)
+    print(proc.stdout, proc.stderr)
+    return proc
 
 
 def qemu_processes() -> list[str]:

@@ -3,17 +3,14 @@ for two arches, run on 6.1 and 6.12 guests, and reported subtest by subtest."""
 
 import html
 import json
-import os
 import re
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
 import pytest
 import xmlschema
 
 from lab.rundir import cell_page
-from conftest import REPO
+from conftest import REPO, run_lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_orphan_qemu")]
 
@@ -26,10 +23,8 @@ SCHEMA = xmlschema.XMLSchema(str(REPO / "tests" / "data" / "jenkins-junit.xsd"))
 @pytest.fixture(scope="module")
 def cow_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("kselftest") / "run"
-    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", ",".join(ARCHES),
-                           "--kernel", ",".join(KERNELS), "--test", "cow", "--out", str(out)],
-                          capture_output=True, text=True, cwd=REPO, timeout=3600, env=dict(os.environ))
-    print(proc.stdout, proc.stderr)
+    proc = run_lab("run", "--arch", ",".join(ARCHES), "--kernel", ",".join(KERNELS), "--test", "cow",
+                   "--out", str(out), timeout=3600)
     cells = {(c["arch"], c["kernel"]): c for c in json.loads((out / "results.json").read_text())["cells"]}
     return proc, out, cells
 
@@ -89,10 +84,8 @@ def _counts(subtests):
 def test_a_kselftest_that_does_not_build_is_an_error_cell_and_the_rest_runs(repo_copy, tmp_path):
     (repo_copy / "testcases/nosuch.toml").write_text('description = "x"\nkselftest = "mm/no_such_test"\n')
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", "i386-pae", "--kernel", "6.12",
-                           "--test", "nosuch,swp_exclusive", "--out", str(out)], capture_output=True, text=True,
-                          cwd=REPO, timeout=1800, env={**os.environ, "LAB_ROOT": str(repo_copy)})
-    print(proc.stdout, proc.stderr)
+    proc = run_lab("run", "--arch", "i386-pae", "--kernel", "6.12", "--test", "nosuch,swp_exclusive",
+                   "--out", str(out), root=repo_copy, timeout=1800)
     cells = {c["testcase"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
     assert cells["nosuch"]["status"] == "ERROR"
     assert "kselftest mm/no_such_test for i386-pae from 6.12 did not build" in cells["nosuch"]["message"]

@@ -29,7 +29,7 @@ from lab.journal import Journal
 from lab.artifacts import prepare
 from lab.plan import plan_jobs
 from lab.runner import Runner
-from conftest import REPO, qemu_processes
+from conftest import REPO, qemu_processes, run_lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_orphan_qemu")]
 
@@ -564,10 +564,8 @@ def test_testcase_that_does_not_compile_for_one_arch(artifacts, repo_copy, tmp_p
         "#include <stdio.h>\nint main(void) { puts(\"PASS: built\"); return 0; }\n")
     (repo_copy / "testcases/picky.toml").write_text('description = "picky"\nsource = "picky.c"\n')
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", "x86_64,i386-pae", "--kernel", "6.12",
-                           "--test", "picky,swp_exclusive", "--out", str(out)], capture_output=True, text=True,
-                          cwd=REPO, timeout=600, env={**os.environ, "LAB_ROOT": str(repo_copy)})
-    print(proc.stdout, proc.stderr)
+    proc = run_lab("run", "--arch", "x86_64,i386-pae", "--kernel", "6.12", "--test", "picky,swp_exclusive",
+                   "--out", str(out), root=repo_copy, timeout=600)
     cells = {(c["arch"], c["testcase"]): c for c in json.loads((out / "results.json").read_text())["cells"]}
     bad = cells["x86_64", "picky"]
     assert bad["status"] == "ERROR"
