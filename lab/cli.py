@@ -204,7 +204,9 @@ def _run_and_report(lab: cfg.Lab, args, out: Path, run_plan: dict, jobs: list[pl
             runner.stop.set()
         kill_all(closing=stopped is not None)
         if stopped is not None:
-            progress("interrupted: guests killed; writing reports for the finished cells")
+            # A signal says nothing more; an error is printed after the reports.
+            why = "stopped by the error below" if stopped[1] else "interrupted"
+            progress(f"{why}: guests killed; writing reports for the finished cells")
     cells = rundir.cells(out)
     meta["finished"] = _now()
     rundir.write(out, meta)

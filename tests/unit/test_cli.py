@@ -192,3 +192,12 @@ def test_list_says_where_each_kernel_comes_from(fake_host, capsys):
     assert kernels[0].split(None, 1) == ["6.1", f"tarball {fake_host.parent / 'linux-6.1.tar.xz'}"]
     assert kernels[2].split(None, 1) == ["0.0", "Debian package linux-source-0.0 (installed)"]
     assert "None" not in out.split("kernels:\n")[1]
+
+
+def test_an_error_mid_run_is_not_called_an_interruption(fake_host, fake_apt, capsys):
+    fake_apt.write(fetch=["404"])
+    assert main(["run", "--arch", "i386-pae", "--out", str(fake_host / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "stopped by the error below: guests killed" in err and "interrupted" not in err
+    assert err.strip().splitlines()[-1].startswith("lab: error: configs/lab.toml: guest_sources.busybox: the archive")
+    assert (fake_host / "out/results.json").exists(), "the reports are written"
