@@ -11,12 +11,13 @@ the pin in configs/lab.toml must change.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from debian.deb822 import Dsc
+from debian.deb822 import Deb822, Dsc
 from debian.debian_support import Version
 
 from lab import procs
@@ -51,23 +52,37 @@ class Offer:
         return f"{self.version} ({self.suite})"
 
 
-def _apt_query(argv: list[str]) -> str:
+def apt_environment(apt_config: Path | None) -> dict[str, str]:
+    """What apt commands run with: the host's apt, or the state of `apt_config` (an apt.conf
+    of the lab's own, for other architectures' packages; lab.debian_kernels)."""
+    return {"APT_CONFIG": str(apt_config)} if apt_config else {}
+
+
+def _apt_query(argv: list[str], apt_config: Path | None = None) -> str:
     try:
-        return procs.run(argv, capture_output=True, text=True, timeout_s=procs.PROBE_TIMEOUT_S).stdout
+        return procs.run(argv, capture_output=True, text=True, timeout_s=procs.PROBE_TIMEOUT_S,
+                         env={**os.environ, **apt_environment(apt_config)}).stdout
     except FileNotFoundError:
         raise MissingToolError(argv[0], "apt") from None
 
 
-def offers(package: str, kind: str) -> list[Offer]:
+def offers(package: str, kind: str, apt_config: Path | None = None) -> list[Offer]:
     """Every version of `package` (a source package for SOURCE) in apt's lists, newest first."""
     found = set()
-    for line in _apt_query(["apt-cache", "madison", package]).splitlines():
+    for line in _apt_query(["apt-cache", "madison", package], apt_config).splitlines():
         # "pkg | version | URI suite/component [arch] Packages|Sources"
         parts = [p.strip() for p in line.split("|")]
         where = parts[2].split() if len(parts) == 3 else []
         if parts[0] == package and len(where) >= 3 and where[-1] == _INDEX[kind]:
             found.add(Offer(package, parts[1], where[1].split("/")[0]))
     return sorted(found, key=lambda o: (Version(o.version), o.suite), reverse=True)
+
+
+def show_field(spec: str, name: str, apt_config: Path | None = None) -> str:
+    """One field of the record `apt-cache show SPEC` prints first (e.g. pkg:arch=version); "" if absent."""
+    text = _apt_query(["apt-cache", "show", spec], apt_config)
+    record = next(iter(Deb822.iter_paragraphs(text.splitlines())), None)
+    return (record or {}).get(name, "")
 
 
 def configured_suites(kind: str) -> set[str]:
@@ -81,27 +96,28 @@ def _listing(available: list[Offer]) -> str:
 
 
 @functools.cache
-def resolve(pin: AptPin, kind: str) -> Offer:
+def resolve(pin: AptPin, kind: str, apt_config: Path | None = None) -> Offer:
     """The exact version a pin asks for: its version, or the newest its suite offers.
 
     Resolved once per process, so every build and report of a run sees the same version.
     """
-    available = offers(pin.package, kind)
+    available = offers(pin.package, kind, apt_config)
     matching = [o for o in available if (not pin.suite or o.suite == pin.suite)
                 and (not pin.version or o.version == pin.version)]
     if matching:
         return matching[0]
-    if pin.suite and pin.suite not in configured_suites(kind):
+    if pin.suite and not apt_config and pin.suite not in configured_suites(kind):
         raise PinError(f"{pin.where}: suite '{pin.suite}' has no {kind} entry in apt's sources, so "
                        f"{pin.package} cannot be resolved; {SETUP_STEP}")
     asked = f"{pin.package} {pin.version or '(newest)'}" + (f" from suite '{pin.suite}'" if pin.suite else "")
     raise PinError(f"{pin.where}: {asked} is not in apt's lists; they offer: {_listing(available)}")
 
 
-def fetch(pin: AptPin, kind: str, cwd: Path, log: Path, deadline_s: float = FETCH_DEADLINE_S) -> Offer:
+def fetch(pin: AptPin, kind: str, cwd: Path, log: Path, deadline_s: float = FETCH_DEADLINE_S,
+          apt_config: Path | None = None) -> Offer:
     """Fetch exactly the version `pin` resolves to into `cwd`: `apt-get source` (unpacked) for SOURCE,
     `apt-get download` (the .deb) for BINARY. Transient archive errors are retried after a pause."""
-    offer = resolve(pin, kind)
+    offer = resolve(pin, kind, apt_config)
     command = ["source", "--only-source"] if kind == SOURCE else ["download"]
     argv = ["apt-get", *APT_OPTIONS, *command, f"{pin.package}={offer.version}"]
     problem = None
@@ -110,7 +126,7 @@ def fetch(pin: AptPin, kind: str, cwd: Path, log: Path, deadline_s: float = FETC
             with log.open("a") as fh:
                 fh.write(f"# transient archive error ({problem}); attempt {attempt} in {pause:.0f} s\n")
             time.sleep(pause)
-        problem = _attempt(argv, pin, offer, kind, cwd, log, deadline_s)
+        problem = _attempt(argv, pin, offer, kind, cwd, log, deadline_s, apt_config)
         if problem is None:
             return offer
     raise ArchiveError(f"fetching {pin.package} {offer.version} failed {attempt} times, last: {problem} "
@@ -118,9 +134,9 @@ def fetch(pin: AptPin, kind: str, cwd: Path, log: Path, deadline_s: float = FETC
 
 
 def _attempt(argv: list[str], pin: AptPin, offer: Offer, kind: str, cwd: Path, log: Path,
-             deadline_s: float) -> str | None:
+             deadline_s: float, apt_config: Path | None) -> str | None:
     """One apt-get run: None when it worked, what went wrong when that may be transient; else raise."""
-    status, output = run_into_log(argv, log, timeout_s=deadline_s, cwd=cwd)
+    status, output = run_into_log(argv, log, timeout_s=deadline_s, cwd=cwd, env=apt_environment(apt_config))
     if status == 0:
         return None
     failures = _FAILED_FETCH.findall(output)
@@ -128,7 +144,7 @@ def _attempt(argv: list[str], pin: AptPin, offer: Offer, kind: str, cwd: Path, l
     if missing:
         raise PinError(f"{pin.where}: the archive no longer has {pin.package} {offer.version} "
                        f"(pinned: {pin}; 404 for {missing[0]}); apt's lists offer: "
-                       f"{_listing(offers(pin.package, kind))}")
+                       f"{_listing(offers(pin.package, kind, apt_config))}")
     if failures:
         return f"{failures[0][0]}: {failures[0][1]}"
     if status is None:

@@ -62,7 +62,8 @@ def prepare(lab: Lab, jobs: list[Job], progress: Notify) -> dict[str, Artifacts]
         art = Artifacts(kernel=kernel, error=image_error or kernel_error)
         art.provenance = _provenance(job, kernel, image)
         if image:
-            art.initrd, art.host_key = boot_initrd(image, public_key), image.host_key
+            modules = kernel.modules if kernel else None
+            art.initrd, art.host_key = boot_initrd(image, public_key, modules), image.host_key
         for case in job.testcases:
             if (arch.name, case.name) not in binaries:
                 binaries[arch.name, case.name] = _attempt(lambda: ensure_testcase(lab, arch, case), progress)

@@ -90,6 +90,8 @@ VIRTIO_TRANSPORTS = {
     "mmio": ("-device", "CONFIG_VIRTIO_MMIO"),
     "ccw": ("-ccw", "CONFIG_S390_GUEST"),
 }
+# The module of each transport, for kernels that build it as one (Debian's).
+VIRTIO_MODULES = {"pci": "virtio_pci", "mmio": "virtio_mmio", "ccw": "virtio_ccw"}
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,15 @@ class Guest:
 
 
 @dataclass(frozen=True)
+class DebianKernel:
+    """Debian 12's prebuilt kernel for an arch: its apt architecture and image flavour
+    (linux-image-<flavour>:<arch> is the metapackage naming the current ABI package)."""
+
+    arch: str  # e.g. i386, armhf, ppc64el
+    flavour: str  # e.g. 686-pae, armmp-lpae, powerpc64le
+
+
+@dataclass(frozen=True)
 class Arch:
     name: str
     description: str
@@ -130,6 +141,7 @@ class Arch:
     toolchain: Toolchain
     qemu: Qemu
     guest: Guest = Guest()
+    debian: DebianKernel | None = None  # None: Debian 12 ships no kernel for this arch
 
 
 @dataclass(frozen=True)
@@ -184,6 +196,9 @@ class KernelSource:
     # More config fragments after common and the arch's (--fragment; in the TOML,
     # relative to configs/kernel/). Part of the kernel's cache key.
     fragments: tuple[str, ...] = ()
+    # Debian's prebuilt kernel from this suite (e.g. bookworm), for each arch's
+    # [debian] flavour: downloaded, not built (lab.debian_kernels).
+    debian_kernel: str | None = None
     # Arches this kernel is in the default plan for (empty: all); --kernel overrides.
     arches: tuple[str, ...] = ()
 
@@ -206,7 +221,14 @@ class KernelSource:
             return f"kernel tree {self.tree} as it is on disk"
         if self.image:
             return f"kernel image {self.image}"
+        if self.debian_kernel:
+            return f"Debian's prebuilt kernel from {self.debian_kernel} (each arch's [debian] flavour)"
         return f"git tree {self.git} at {self.ref}"
+
+    @property
+    def built_here(self) -> bool:
+        """Built by the lab from source (not a given image or Debian's prebuilt kernel)."""
+        return not (self.image or self.debian_kernel)
 
     @property
     def package(self) -> str:
@@ -481,12 +503,15 @@ def load_testcase(path: Path, root: Path) -> Testcase:
     return case
 
 
+KERNEL_KINDS = ("debian_package", "tarball", "git", "tree", "image", "debian_kernel")
+
+
 def _kernel_source(name: str, table: dict, where: str, fragments_dir: Path) -> KernelSource:
     _checked_name("kernel", name, where)
     source = _from_table(KernelSource, table, where, name=name)
-    kinds = [k for k in ("debian_package", "tarball", "git", "tree", "image") if getattr(source, k)]
+    kinds = [k for k in KERNEL_KINDS if getattr(source, k)]
     if len(kinds) != 1:
-        raise ConfigError(f"{where}: give exactly one of debian_package, tarball, git, tree, image "
+        raise ConfigError(f"{where}: give exactly one of {', '.join(KERNEL_KINDS)} "
                           f"(got {', '.join(kinds) or 'none'})")
     fragments = tuple(str(fragments_dir / f) for f in source.fragments)
     missing = [f for f in fragments if not Path(f).is_file()]
@@ -532,6 +557,9 @@ def load_lab(root: Path | None = None) -> Lab:
         for arch in kernel.arches:
             if arch not in arches:
                 raise ConfigError(f"{where}: kernels.{kernel.name}.arches: unknown arch {arch!r} (known: {', '.join(arches)})")
+            if kernel.debian_kernel and not arches[arch].debian:
+                raise ConfigError(f"{where}: kernels.{kernel.name}.arches: {arch} has no Debian kernel "
+                                  f"(no [debian] in configs/arches/{arch}.toml)")
     for label, kind, names, known in (
         ("arches", "arch", plan.arches, arches),
         ("kernels", "kernel", plan.kernels, kernels),

@@ -24,6 +24,7 @@ BASE_PACKAGES = (
     "make", "bc", "bison", "flex", "libelf-dev", "cpio", "xz-utils", "gzip", "dpkg-dev",
     "autoconf", "automake", "dropbear-bin", "openssh-client", "python3-venv", "git",
     "ccache",  # every kernel build compiles through it (lab.ccache)
+    "kmod",  # depmod: the module dependencies of Debian's kernels (lab.debian_kernels)
     # matrix.html screenshots (docs/) and its test in a real browser
     "chromium",
 )
@@ -89,7 +90,7 @@ def apt_sources(existing: list[dict[str, str]], wanted: dict[str, list[str]]) ->
         for suite in suites:
             if (suite, kind) in have:
                 continue
-            base = _mirror_of(debs, suite)
+            base = mirror_of(debs, suite)
             lines = [f"Types: {kind}", f"URIs: {base['URIs']}", f"Suites: {suite}",
                      f"Components: {base.get('Components', 'main')}"]
             if "Signed-By" in base:
@@ -98,7 +99,7 @@ def apt_sources(existing: list[dict[str, str]], wanted: dict[str, list[str]]) ->
     return "\n\n".join(out) + ("\n" if out else "")
 
 
-def _mirror_of(debs: list[dict[str, str]], suite: str) -> dict[str, str]:
+def mirror_of(debs: list[dict[str, str]], suite: str) -> dict[str, str]:
     release = suite.split("-")[0]
     for wanted in (suite, release):
         for entry in debs:

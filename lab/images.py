@@ -17,7 +17,7 @@ from pathlib import Path
 from lab import atomic, procs
 from lab.apt import SOURCE, Offer, SourcePackage, resolve, source_package
 from lab.buildlog import jobs, run_logged
-from lab.cache import Entry, Workspace, content_key, ensure
+from lab.cache import Entry, Workspace, content_key, ensure, sha256_file
 from lab.progress import Notify
 from lab.config import GUEST_SOURCE_PACKAGES, Arch, Lab
 from lab.cpio import CpioWriter
@@ -200,8 +200,9 @@ def _build_sftp_server(src: Path, build: Path, compiler: Compiler, log: Path,
     return build / "sftp-server"
 
 
-def _boot_initrd_entry(image_key_: str, client_public_key: str) -> Entry:
-    return Entry("boot-initrds", content_key(image_key_, client_public_key))
+def _boot_initrd_entry(image_key_: str, client_public_key: str, modules: Path | None = None) -> Entry:
+    parts = [image_key_, client_public_key] + ([sha256_file(modules)] if modules else [])
+    return Entry("boot-initrds", content_key(*parts))
 
 
 def _known_image_key(lab: Lab, arch: Arch) -> str | None:
@@ -224,18 +225,20 @@ def built_image(lab: Lab, arch: Arch) -> Path | None:
     return entry.path / "initramfs.cpio.gz" if entry and entry.meta() else None
 
 
-def boot_initrd(image: ImageArtifact, client_public_key: str) -> Path:
-    """The image plus a tiny archive that authorizes the lab's client key; cached."""
-    entry = _boot_initrd_entry(image.key, client_public_key)
+def boot_initrd(image: ImageArtifact, client_public_key: str, modules: Path | None = None) -> Path:
+    """The image plus a tiny archive that authorizes the lab's client key, and the kernel's
+    modules archive when it has one (lab.debian_kernels); cached."""
+    entry = _boot_initrd_entry(image.key, client_public_key, modules)
 
     def concatenate(space: Workspace) -> dict:
         overlay = CpioWriter()
         overlay.directory("root/.ssh", 0o700)
         overlay.file("root/.ssh/authorized_keys", (client_public_key.strip() + "\n").encode(), 0o600)
+        extra = modules.read_bytes() if modules else b""
         # The image (with its host private key) and the key overlay: private.
-        atomic.write_bytes(space.result / "initrd.cpio.gz", image.initramfs.read_bytes() + overlay.gzipped(),
+        atomic.write_bytes(space.result / "initrd.cpio.gz", image.initramfs.read_bytes() + extra + overlay.gzipped(),
                            mode=0o600)
-        return {"image": image.key}
+        return {"image": image.key, "modules": str(modules or "")}
 
     ensure(entry, concatenate)
     _private(entry.path / "initrd.cpio.gz")

@@ -78,6 +78,9 @@ def resolve(source: KernelSource) -> ResolvedSource:
     """
     if source.image:
         return ResolvedSource(f"image:{source.name}", f"{source.image} ({source.name})", source.image)
+    if source.debian_kernel:  # one package per arch: named in each cell's debian_kernel_package
+        return ResolvedSource(f"debian-kernel:{source.debian_kernel}",
+                              f"Debian's prebuilt kernel from {source.debian_kernel}", source.debian_kernel)
     if source.tree:
         return ResolvedSource(f"tree:{source.tree}", f"{source.tree} ({tree_state(Path(source.tree))})", source.tree)
     if source.git:

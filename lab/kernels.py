@@ -36,6 +36,7 @@ class KernelArtifact:
     config: Path | None  # None: a given image without a .config
     version: str  # `make kernelrelease` (of a given image: from its config or its banner)
     provenance: tuple[tuple[str, str], ...] = ()  # more facts for every cell (e.g. a tree's HEAD)
+    modules: Path | None = None  # an initramfs archive of the modules the guest loads (Debian's kernels)
 
 
 def fragments_for(lab: Lab, arch: Arch, source: KernelSource) -> list[Path]:
@@ -122,6 +123,9 @@ def ensure_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Notify =
     if source.image:
         from lab.kernel_images import given_kernel  # nothing to build
         return given_kernel(lab, arch, source)
+    if source.debian_kernel:
+        from lab.debian_kernels import ensure_debian_kernel  # fetched, not built
+        return ensure_debian_kernel(lab, arch, source, progress)
     require_tool("make", "make")
     require_tool("bc", "bc")
     require_tool("flex", "flex")
@@ -224,6 +228,8 @@ def planned_image(lab: Lab, arch: Arch, source: KernelSource) -> Path:
         return Path(source.image)
     if source.tree:
         return Path(f"<kernel: built from {source.tree} at run time>")
+    if source.debian_kernel:
+        return Path(f"<kernel: Debian's from {source.debian_kernel}, fetched at run time>")
     return kernel_entry(lab, arch, source).path / "image"
 
 

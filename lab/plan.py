@@ -58,7 +58,7 @@ def selection(lab: Lab, arch: str | None, kernel: str | None,
 def newest_kernel(lab: Lab, arch_name: str) -> str:
     """The plan's newest kernel for an arch: one that names the arch in its `arches`
     (a kernel kept for that arch, like 6.12-bpo for sparc64) before any other."""
-    kernels = [lab.kernels[name] for name in lab.plan.kernels]
+    kernels = [lab.kernels[name] for name in lab.plan.kernels if lab.kernels[name].built_here]
     named = [k for k in kernels if arch_name in k.arches]
     return (named or [k for k in kernels if not k.arches] or kernels)[-1].name
 
@@ -69,7 +69,8 @@ def plan_jobs(lab: Lab, arches: list[str], kernels: list[str], tests: list[str],
     unless the user chose the kernels explicitly (--kernel)."""
     cases = tuple(lab.testcases[t] for t in tests)
     return [Job(lab.arches[a], lab.kernels[k], cases) for a in arches for k in kernels
-            if kernels_chosen or not lab.kernels[k].arches or a in lab.kernels[k].arches]
+            if (kernels_chosen or not lab.kernels[k].arches or a in lab.kernels[k].arches)
+            and (lab.arches[a].debian or not lab.kernels[k].debian_kernel)]  # Debian has no kernel there
 
 
 def new_plan(lab: Lab, request: Request) -> dict:
