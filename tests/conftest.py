@@ -159,3 +159,13 @@ openssh = {{ suite = "bookworm" }}
     monkeypatch.setenv("LAB_ROOT", str(repo_copy))
     monkeypatch.setenv("PATH", f"{bindir}:{tmp_path / 'apt-bin'}:/usr/bin:/bin")
     return repo_copy
+
+
+@pytest.fixture(autouse=True)
+def qemu_may_start():
+    """A test whose run was stopped (a signal, an error) leaves this process refusing to start
+    QEMU, as the lab itself does while it stops; the next test starts afresh."""
+    from lab import qemu
+    qemu.allow_starts()
+    yield
+    qemu.allow_starts()
