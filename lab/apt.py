@@ -69,11 +69,15 @@ def _apt_query(argv: list[str], apt_config: Path | None = None) -> str:
 def offers(package: str, kind: str, apt_config: Path | None = None) -> list[Offer]:
     """Every version of `package` (a source package for SOURCE) in apt's lists, newest first."""
     found = set()
+    # A foreign architecture's package is asked for as pkg:arch; madison names the
+    # native architecture's packages without the qualifier, and says the arch of each.
+    name, _, arch = package.partition(":")
     for line in _apt_query(["apt-cache", "madison", package], apt_config).splitlines():
         # "pkg | version | URI suite/component [arch] Packages|Sources"
         parts = [p.strip() for p in line.split("|")]
         where = parts[2].split() if len(parts) == 3 else []
-        if parts[0] == package and len(where) >= 3 and where[-1] == _INDEX[kind]:
+        if (parts[0].partition(":")[0] == name and len(where) >= 3 and where[-1] == _INDEX[kind]
+                and (not arch or where[-2] == arch)):
             found.add(Offer(package, parts[1], where[1].split("/")[0]))
     return sorted(found, key=lambda o: (Version(o.version), o.suite), reverse=True)
 

@@ -29,7 +29,7 @@ from lab.buildlog import run_logged
 from lab.cache import Entry, Workspace, cache_root, content_key, ensure
 from lab.config import VIRTIO_MODULES, AptPin, Arch, KernelSource, Lab
 from lab.cpio import CpioWriter
-from lab.errors import BuildError
+from lab.errors import BuildError, PinError
 from lab.hosttools import require_tool
 from lab.kernel_images import image_problem
 from lab.kernels import KernelArtifact
@@ -128,8 +128,11 @@ def resolve_package(source: KernelSource, arch: Arch, apt_config: Path) -> Debia
     """The ABI package the arch's flavour metapackage depends on in the source's suite."""
     darch, flavour = arch.debian.arch, arch.debian.flavour
     where = f"configs/lab.toml: kernels.{source.name} (configs/arches/{arch.name}.toml [debian])"
-    meta = apt.resolve(AptPin(f"linux-image-{flavour}:{darch}", source.debian_kernel, where=where),
-                       apt.BINARY, apt_config)
+    try:
+        meta = apt.resolve(AptPin(f"linux-image-{flavour}:{darch}", source.debian_kernel, where=where),
+                           apt.BINARY, apt_config)
+    except PinError as exc:  # this arch's cells are ERROR; the others run
+        raise BuildError(str(exc)) from None
     shown = apt.show_field(f"linux-image-{flavour}:{darch}={meta.version}", "Depends", apt_config)
     name = abi_package(shown, flavour)
     if not name:
@@ -163,7 +166,7 @@ def parse_modules_dep(text: str) -> dict[str, tuple[str, list[str]]]:
     table = {}
     for line in text.splitlines():
         path, sep, deps = line.partition(":")
-        if sep:
+        if sep and not line.startswith("#"):
             table[module_name(path.strip())] = (path.strip(), deps.split())
     return table
 
@@ -173,7 +176,7 @@ def load_order(modules_dep: str, builtin: str, wanted: list[str]) -> list[str]:
     the kernel (modules.builtin) need nothing. MissingModule names any that exist neither way."""
     table = parse_modules_dep(modules_dep)
     by_path = {path: name for name, (path, _) in table.items()}
-    built_in = {module_name(line.strip()) for line in builtin.splitlines() if line.strip()}
+    built_in = {module_name(line.strip()) for line in builtin.splitlines() if line.strip() and line[0] != "#"}
     missing = [m for m in wanted if m not in table and m not in built_in]
     if missing:
         raise MissingModule(f"not in the package and not built in: {', '.join(missing)}")
@@ -183,7 +186,7 @@ def load_order(modules_dep: str, builtin: str, wanted: list[str]) -> list[str]:
         path, deps = table[name]
         if path in order:
             return
-        for dep in deps:
+        for dep in reversed(deps):  # modprobe's order: modules.dep lists the last to load first
             visit(by_path.get(dep, module_name(dep)))
         order.append(path)
 
@@ -219,7 +222,7 @@ def modules_archive(modules_root: Path, order: list[str]) -> bytes:
 
 def wanted_modules(arch: Arch) -> list[str]:
     """The modules the guest needs on this arch: its virtio transport first, then GUEST_MODULES."""
-    return [VIRTIO_MODULES[arch.qemu.virtio], *GUEST_MODULES]
+    return [*VIRTIO_MODULES[arch.qemu.virtio], *GUEST_MODULES]
 
 
 def ensure_debian_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Notify) -> KernelArtifact:

@@ -69,8 +69,15 @@ def plan_jobs(lab: Lab, arches: list[str], kernels: list[str], tests: list[str],
     unless the user chose the kernels explicitly (--kernel)."""
     cases = tuple(lab.testcases[t] for t in tests)
     return [Job(lab.arches[a], lab.kernels[k], cases) for a in arches for k in kernels
-            if (kernels_chosen or not lab.kernels[k].arches or a in lab.kernels[k].arches)
-            and (lab.arches[a].debian or not lab.kernels[k].debian_kernel)]  # Debian has no kernel there
+            if _paired(lab.arches[a], lab.kernels[k], kernels_chosen)]
+
+
+def _paired(arch: Arch, kernel: KernelSource, kernels_chosen: bool) -> bool:
+    if kernel.debian_kernel:
+        # The archive decides: no [debian] flavour, or a suite without that flavour
+        # (as `arches` says), means no kernel to boot, whatever was asked for.
+        return arch.debian is not None and (not kernel.arches or arch.name in kernel.arches)
+    return kernels_chosen or not kernel.arches or arch.name in kernel.arches
 
 
 def new_plan(lab: Lab, request: Request) -> dict:

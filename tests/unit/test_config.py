@@ -84,13 +84,13 @@ def test_pick_rejects_unknown_names():
 def test_kernel_source_kinds_are_exclusive(repo_copy):
     _edit(repo_copy / "configs/lab.toml", 'debian_package = "linux-source-6.1"',
           'debian_package = "linux-source-6.1"\ntarball = "/x.tar.xz"')
-    with pytest.raises(ConfigError, match=r"kernels.6.1: give exactly one of debian_package, tarball, git, tree, image "
-                                          r"\(got debian_package, tarball\)"):
+    with pytest.raises(ConfigError, match=r"kernels.6.1: give exactly one of debian_package, tarball, git, tree, image, "
+                                          r"debian_kernel \(got debian_package, tarball\)"):
         load_lab(repo_copy)
 
 
 def test_expectation_names_are_checked(repo_copy):
-    _edit(repo_copy / "configs/lab.toml", 'kernels = ["6.1"]\narches', 'kernels = ["5.10"]\narches')
+    _edit(repo_copy / "configs/lab.toml", 'kernels = ["6.1", "debian-6.1"]\narches', 'kernels = ["5.10"]\narches')
     with pytest.raises(ConfigError, match=r"expect\[0\]\.kernels: unknown name '5.10'"):
         load_lab(repo_copy)
 

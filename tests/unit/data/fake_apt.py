@@ -1,7 +1,8 @@
 """A fake apt-cache / apt-get for unit tests, driven by $FAKE_APT_STATE (a JSON file).
 
-State: {"offers": [[package, version, suite, "Sources"|"Packages"], ...],
+State: {"offers": [[package, version, suite, "Sources"|"Packages"], ...],  # package may be pkg:arch
         "configured": [[suite, "deb"|"deb-src"], ...],
+        "show": {"pkg:arch=version": "Field: value\n...", ...},  # apt-cache show records
         "fetch": ["ok" | "503" | "404" | "hang" | "wrong-version", ...]}  # one per apt-get fetch, then "ok"
 Every fetch is appended to "calls" in the state file.
 """
@@ -19,9 +20,20 @@ args = [a for a in sys.argv[1:] if not a.startswith("-") and "::" not in a]
 
 if tool == "apt-cache" and args[:1] == ["madison"]:
     for package, version, suite, index in state["offers"]:
-        if package == args[1]:
-            arch = "" if index == "Sources" else " amd64"
+        # As apt does: the native architecture's packages (amd64 here) are named without ":amd64".
+        if package == args[1].removesuffix(":amd64"):
+            arch = "" if index == "Sources" else " " + (package.partition(":")[2] or "amd64")
             print(f" {package} | {version} | http://mirror.example/debian {suite}/main{arch} {index}")
+    sys.exit(0)
+if tool == "apt-cache" and args[:1] == ["show"]:
+    record = state.get("show", {}).get(args[1])
+    if record is None:
+        print(f"E: No packages found", file=sys.stderr)
+        sys.exit(100)
+    print(f"Package: {args[1].split(':')[0]}\n{record}")
+    sys.exit(0)
+if tool == "apt-get" and args[:1] == ["update"]:
+    print("Reading package lists...")
     sys.exit(0)
 if tool == "apt-get" and args[:1] == ["indextargets"]:
     for suite, target in state["configured"]:
