@@ -73,11 +73,20 @@ def plan_jobs(lab: Lab, arches: list[str], kernels: list[str], tests: list[str],
 
 
 def _paired(arch: Arch, kernel: KernelSource, kernels_chosen: bool) -> bool:
-    if kernel.debian_kernel:
-        # The archive decides: no [debian] flavour, or a suite without that flavour
-        # (as `arches` says), means no kernel to boot, whatever was asked for.
-        return arch.debian is not None and (not kernel.arches or arch.name in kernel.arches)
+    if kernel.debian_kernel:  # the archive decides, whatever was asked for
+        return debian_kernel_missing(arch, kernel) is None
     return kernels_chosen or not kernel.arches or arch.name in kernel.arches
+
+
+def debian_kernel_missing(arch: Arch, kernel: KernelSource) -> str | None:
+    """Why Debian's kernel `kernel` has nothing for `arch` (None: it has): no [debian]
+    flavour, or a suite without that flavour (as the kernel's `arches` says)."""
+    if not arch.debian:
+        return f"Debian 12 ships no kernel for {arch.name} (no [debian] in configs/arches/{arch.name}.toml)"
+    if kernel.arches and arch.name not in kernel.arches:
+        return (f"{kernel.debian_kernel} has no linux-image-{arch.debian.flavour}:{arch.debian.arch} "
+                f"(configs/lab.toml kernels.{kernel.name}.arches)")
+    return None
 
 
 def new_plan(lab: Lab, request: Request) -> dict:

@@ -108,3 +108,14 @@ def test_a_debian_kernel_for_an_arch_without_one_is_one_line(repo_copy):
     with pytest.raises(cfg.ConfigError, match=r"kernels.debian-6.12.arches: riscv64 has no Debian kernel "
                                               r"\(no \[debian\] in configs/arches/riscv64.toml\)"):
         cfg.load_lab(repo_copy)
+
+
+def test_lab_list_says_why_an_arch_has_no_debian_kernel(isolated_cache, capsys):
+    from lab.cli import main
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert ("kernel debian-6.1: not planned: Debian 12 ships no kernel for sparc64 "
+            "(no [debian] in configs/arches/sparc64.toml)") in out
+    assert ("kernel debian-6.12: not planned: bookworm-backports has no linux-image-686-pae:i386 "
+            "(configs/lab.toml kernels.debian-6.12.arches)") in out
+    assert "kernel debian-6.12: Debian's linux-image-armmp-lpae:armhf from bookworm-backports, fetched at run time" in out
