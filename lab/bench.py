@@ -1,6 +1,7 @@
 """Benchmark a run: `python -m lab.bench [--arch ..] [-j N]` (or `./just bench`).
 
-`--dev-loop` measures the developer loop on a kernel tree instead (lab.devloop).
+`--dev-loop` measures the developer loop on a kernel tree instead (lab.devloop),
+`--debian` Debian's prebuilt kernels, cold and against ours (lab.debianbench).
 
 Runs the plan like `lab run`, then prints per cell the time from QEMU start to
 the ready marker, to SSH login, and to the end of the test, plus the run's wall
@@ -60,7 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev-loop", action="store_true",
                         help="measure the developer loop instead (lab run --tree: cold build, edit to matrix, "
                              "one more fragment option) for --arch (default: i386-pae,sparc64)")
+    parser.add_argument("--debian", action="store_true",
+                        help="measure Debian's kernels instead: a cold run from a cache holding only the guest's "
+                             "compiled parts, and boot-to-SSH against tinyconfig kernels (default: every arch "
+                             "Debian has a kernel for)")
     args = parser.parse_args(argv)
+    if args.debian:
+        from lab import debianbench
+        return debianbench.main(args.arch.split(",") if args.arch else None)
     if args.dev_loop:
         from lab import devloop  # builds kernels: only when asked
         return devloop.main(args.arch.split(",") if args.arch else list(devloop.DEFAULT_ARCHES))
