@@ -28,7 +28,7 @@ if tool == "apt-cache" and args[:1] == ["madison"]:
 if tool == "apt-cache" and args[:1] == ["show"]:
     record = state.get("show", {}).get(args[1])
     if record is None:
-        print(f"E: No packages found", file=sys.stderr)
+        print("E: No packages found", file=sys.stderr)
         sys.exit(100)
     print(f"Package: {args[1].split(':')[0]}\n{record}")
     sys.exit(0)
