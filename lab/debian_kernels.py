@@ -15,18 +15,15 @@ kernel image, its config and that archive are cached by package and version.
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import lzma
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from lab import apt, hostdeps
 from lab.buildlog import run_logged
-from lab.cache import Entry, Workspace, cache_root, content_key, ensure
+from lab.cache import Entry, Workspace, content_key, ensure
 from lab.config import VIRTIO_MODULES, AptPin, Arch, KernelSource, Lab
 from lab.cpio import CpioWriter
 from lab.errors import BuildError, PinError
@@ -95,14 +92,15 @@ def apt_state(lab: Lab, progress: Notify) -> Path:
     arches = sorted({a.debian.arch for a in lab.arches.values() if a.debian})
     host_debs = [s for s in hostdeps.host_sources() if "deb" in s.get("Types", "").split()]
     sources = sources_text(suites, host_debs)
-    state = cache_root() / "debian-apt" / content_key(sources, *arches)[:12]
-    conf = state / "apt.conf"
-    with _locked(state):
+    entry = Entry("debian-apt", content_key(sources, *arches))  # not published: its lists are refreshed
+    state, conf = entry.path, entry.path / "apt.conf"
+    with entry.lock():  # whoever holds it is bounded by apt-get's deadline
         if conf.is_file() and time.time() - conf.stat().st_mtime < LISTS_MAX_AGE_S:
             return conf
         for sub in ("lists/partial", "cache/archives/partial", "sources.list.d", "preferences.d"):
             (state / sub).mkdir(parents=True, exist_ok=True)
         (state / "status").touch()
+        (state / "update.log").write_text("")
         (state / "sources.list.d" / "debian-kernels.sources").write_text(sources)
         draft = state / "apt.conf.new"
         draft.write_text(apt_conf_text(state, arches))
@@ -111,14 +109,6 @@ def apt_state(lab: Lab, progress: Notify) -> Path:
                    what="apt-get update of the Debian kernel lists", timeout_s=LISTS_DEADLINE_S)
         draft.replace(conf)  # its mtime says when the lists were fetched
     return conf
-
-
-@contextmanager
-def _locked(state: Path) -> Iterator[None]:
-    state.mkdir(parents=True, exist_ok=True)
-    with open(state.with_suffix(".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
 
 
 # --- which package ---------------------------------------------------------------------------
