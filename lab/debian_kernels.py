@@ -248,7 +248,7 @@ def _fetch(arch: Arch, package: DebianPackage, modules: list[str], conf: Path, s
     (deb,) = debs.glob("*.deb")
     run_logged(["dpkg-deb", "-x", str(deb), str(root)], space.log, what=f"unpacking {deb.name}")
     images = sorted((root / "boot").glob("vmlinu[xz]-*"))
-    releases = [p for p in (root / "lib" / "modules").iterdir() if p.is_dir()] if (root / "lib/modules").is_dir() else []
+    releases = sorted(p for p in (root / "lib" / "modules").glob("*") if p.is_dir())
     if len(images) != 1 or len(releases) != 1:
         return {"ok": False, "error": f"expected one boot/vmlinu[xz]-* and one lib/modules/<release>, found "
                                       f"{[p.name for p in images]} and {[p.name for p in releases]}"}
