@@ -87,6 +87,22 @@ def test_a_kselftest_cell_takes_its_status_from_the_subtests(tmp_path):
     assert [s["name"] for s in cell.subtests] == ["a"]
 
 
+def test_a_crash_keeps_the_subtests_seen_and_the_status_it_set(tmp_path):
+    from lab.cell import _judge_subtests
+    log = tmp_path / "stdout.txt"
+    log.write_text("1..108\n# [RUN] a\nok 1 x\n# [RUN] b\nnot ok 2 y\n# [RUN] c\n")
+    cell = _cell(None, "ERROR")
+    cell.message = "guest crashed during the test: Kernel panic - not syncing: Aiee, killing interrupt handler!"
+    _judge_subtests(cell, log, (), final=True)
+    assert cell.status == "ERROR" and cell.message.endswith("killing interrupt handler! (after 2 subtests)")
+    assert [(s["name"], s["status"]) for s in cell.subtests] == [("a", "PASS"), ("b", "FAIL")]
+    # A testcase for which a crash is the finding: FAIL stays FAIL, whatever the subtests say.
+    log.write_text("1..1\n# [RUN] a\nok 1 x\n")
+    cell = _cell(0, "FAIL")
+    _judge_subtests(cell, log, (), final=True)
+    assert cell.status == "FAIL"
+
+
 def test_a_kselftest_cell_whose_only_failures_are_expected_is_xfail_with_the_reason(tmp_path):
     from lab.cell import _judge_subtests
     from lab.config import Expectation
