@@ -102,13 +102,15 @@ def run_cell(guest: RunningGuest, plan: CellPlan) -> tuple[CellResult, bool]:
     cell.kernel_excerpts = kernel_excerpts(unreported)
     if result is not None:
         healthy = _judge_result(cell, result, plan.timeout_s) and healthy
-        if plan.case.kselftest:
-            _judge_subtests(cell, logs["stdout"], plan.subtest_expectations)
-    if why := crash(console_text, exited=guest.console.eof):
+    crashed = crash(console_text, exited=guest.console.eof)
+    if crashed:
         # The guest crashed under the test: no answer from the test can be trusted,
         # unless the testcase says that a crash is what it looks for.
         cell.status = "FAIL" if plan.case.crash_is_failure else "ERROR"
-        cell.message, healthy = f"guest crashed during the test: {why}", False
+        cell.message, healthy = f"guest crashed during the test: {crashed}", False
+    if plan.case.kselftest:
+        # Also when the guest was lost or crashed: what the test printed until then counts.
+        _judge_subtests(cell, logs["stdout"], plan.subtest_expectations, final=result is None or bool(crashed))
     with logs["console"].open("w", encoding="utf-8", errors="replace") as fh:
         fh.write(console_text)
     for name, path in logs.items():
@@ -131,17 +133,18 @@ def _push_and_run(guest: RunningGuest, plan: CellPlan, logs: dict[str, Path], ce
         return None, False
 
 
-def _judge_subtests(cell: CellResult, stdout_log: Path, expectations: tuple[Expectation, ...]) -> None:
+def _judge_subtests(cell: CellResult, stdout_log: Path, expectations: tuple[Expectation, ...],
+                    final: bool = False) -> None:
     """A kselftest: every subtest from its TAP (also when cut short: what it printed
     counts), and the cell's status from them (XFAIL where every failure is expected),
-    unless the exit says worse."""
+    unless the exit says worse, or the status is `final` (the guest crashed or was lost)."""
     text = stdout_log.read_text(errors="replace") if stdout_log.exists() else ""
     report = ktap.parse(text)
     for expectation in expectations:
         report.expect(expectation.subtests, expectation.reason)
     cell.subtests = [dataclasses.asdict(s) for s in report.subtests]
     verdict = report.verdict()
-    if verdict is None or cell.status in ("TIMEOUT", "ERROR"):
+    if final or verdict is None or cell.status in ("TIMEOUT", "ERROR"):
         if cell.subtests:
             cell.message += f" (after {len(cell.subtests)} subtests)"
         return

@@ -87,6 +87,22 @@ def test_a_kselftest_cell_takes_its_status_from_the_subtests(tmp_path):
     assert [s["name"] for s in cell.subtests] == ["a"]
 
 
+def test_a_crash_keeps_the_subtests_seen_and_the_status_it_set(tmp_path):
+    from lab.cell import _judge_subtests
+    log = tmp_path / "stdout.txt"
+    log.write_text("1..108\n# [RUN] a\nok 1 x\n# [RUN] b\nnot ok 2 y\n# [RUN] c\n")
+    cell = _cell(None, "ERROR")
+    cell.message = "guest crashed during the test: Kernel panic - not syncing: Aiee, killing interrupt handler!"
+    _judge_subtests(cell, log, (), final=True)
+    assert cell.status == "ERROR" and cell.message.endswith("killing interrupt handler! (after 2 subtests)")
+    assert [(s["name"], s["status"]) for s in cell.subtests] == [("a", "PASS"), ("b", "FAIL")]
+    # A testcase for which a crash is the finding: FAIL stays FAIL, whatever the subtests say.
+    log.write_text("1..1\n# [RUN] a\nok 1 x\n")
+    cell = _cell(0, "FAIL")
+    _judge_subtests(cell, log, (), final=True)
+    assert cell.status == "FAIL"
+
+
 def test_a_kselftest_cell_whose_only_failures_are_expected_is_xfail_with_the_reason(tmp_path):
     from lab.cell import _judge_subtests
     from lab.config import Expectation
@@ -209,3 +225,16 @@ def test_a_real_bail_out_is_fail_with_its_reason():
     report = ktap.parse((DATA / "cow-bail-out-i386-pae-6.12.tap").read_text())
     assert report.subtests == [] and report.planned == 655
     assert report.verdict() == ("FAIL", "no subtests; Bail out! opening pagemap failed")
+
+
+def test_a_closing_bail_out_after_only_expected_failures_is_xfail():
+    """mkdirty ends with "Bail out! 2 out of 6 tests failed": with those two expected, the
+    cell is XFAIL. A bail-out before the plan is done stays FAIL, expected or not."""
+    text = (DATA / "mkdirty-sparc64-6.1.tap").read_text()  # real: sparc64, Linux 6.1.192
+    report = ktap.parse(text)
+    assert report.verdict()[0] == "FAIL"
+    report.expect(("PTRACE write access*",), "sparc64 pte_mkdirty() sets the HW writable bit before 6.3")
+    assert report.verdict()[0] == "XFAIL"
+    cut = ktap.parse(text.split("# [INFO] Page migration\n")[0] + "Bail out! 2 out of 6 tests failed\n")
+    cut.expect(("PTRACE write access*",), "known")
+    assert cut.verdict() == ("FAIL", "xfail 2; Bail out! 2 out of 6 tests failed")
