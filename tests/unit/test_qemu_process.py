@@ -46,7 +46,8 @@ def test_an_early_exit_for_another_reason_is_a_plain_boot_error(tmp_path):
 
 
 def test_ready_then_kill_leaves_no_process(tmp_path):
-    fake = _script(tmp_path, "echo 'Linux version 6.1'\nsleep 0.7\necho 'qemu-lab: READY'\nsleep 1000 &\nwait\n")
+    # The child starts before READY: checked right after READY, it must already exist (under load too).
+    fake = _script(tmp_path, "echo 'Linux version 6.1'\nsleep 1000 &\nsleep 0.7\necho 'qemu-lab: READY'\nwait\n")
     qemu = QemuProcess([fake], tmp_path / "console.log")
     console = qemu.start()
     state, _ = console.wait_boot(10)
