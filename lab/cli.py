@@ -188,6 +188,7 @@ def _run_and_report(lab: cfg.Lab, args, out: Path, run_plan: dict, jobs: list[pl
     cells_left = sum(len(j.testcases) for j in jobs)
     progress(f"run {out}: {len(jobs)} jobs ({', '.join(j.name for j in jobs)}), {cells_left} cells, -j {args.jobs}")
     stopped = None  # (exit code, what to say after the reports) when the run did not end by itself
+    signalled = False  # stopped by Ctrl-C, SIGTERM or SIGHUP rather than by an error
     runner = None
     try:
         artifacts = prepare(lab, jobs, progress)
@@ -197,15 +198,14 @@ def _run_and_report(lab: cfg.Lab, args, out: Path, run_plan: dict, jobs: list[pl
         progress.start_cells(cells_left)
         runner.run(jobs, artifacts, args.jobs)
     except BaseException as exc:  # noqa: BLE001 - whatever stops the run, every finished cell is reported
-        stopped = _stopped_by(exc, out)
+        stopped, signalled = _stopped_by(exc, out), isinstance(exc, (KeyboardInterrupt, Terminated))
     finally:
         progress.close()
         if runner:
             runner.stop.set()
         kill_all(closing=stopped is not None)
         if stopped is not None:
-            # A signal says nothing more; an error is printed after the reports.
-            why = "stopped by the error below" if stopped[1] else "interrupted"
+            why = "interrupted" if signalled else "stopped by the error below"  # printed after the reports
             progress(f"{why}: guests killed; writing reports for the finished cells")
     cells = rundir.cells(out)
     meta["finished"] = _now()
