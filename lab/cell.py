@@ -109,8 +109,8 @@ def run_cell(guest: RunningGuest, plan: CellPlan) -> tuple[CellResult, bool]:
         cell.status = "FAIL" if plan.case.crash_is_failure else "ERROR"
         cell.message, healthy = f"guest crashed during the test: {crashed}", False
     if plan.case.kselftest:
-        # Also when the guest was lost or crashed: what the test printed until then counts.
-        _judge_subtests(cell, logs["stdout"], plan.subtest_expectations, final=result is None or bool(crashed))
+        # Also when the guest was lost (the cell is ERROR) or crashed: what the test printed counts.
+        _judge_subtests(cell, logs["stdout"], plan.subtest_expectations, final=bool(crashed))
     with logs["console"].open("w", encoding="utf-8", errors="replace") as fh:
         fh.write(console_text)
     for name, path in logs.items():
