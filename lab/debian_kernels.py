@@ -76,14 +76,7 @@ def apt_conf_text(state: Path, debian_arches: list[str]) -> str:
 
 def sources_text(suites: list[str], host_entries: list[dict[str, str]]) -> str:
     """deb822 deb entries for the suites, each on the host's mirror for it (or for its release)."""
-    stanzas = []
-    for suite in suites:
-        base = hostdeps.mirror_of(host_entries, suite)
-        lines = ["Types: deb", f"URIs: {base['URIs']}", f"Suites: {suite}", "Components: main"]
-        if "Signed-By" in base:
-            lines.append(f"Signed-By: {base['Signed-By']}")
-        stanzas.append("\n".join(lines))
-    return "\n\n".join(stanzas) + "\n"
+    return "\n\n".join(hostdeps.stanza(apt.BINARY, s, hostdeps.mirror_of(host_entries, s)) for s in suites) + "\n"
 
 
 def apt_state(lab: Lab, progress: Notify) -> Path:

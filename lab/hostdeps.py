@@ -90,13 +90,17 @@ def apt_sources(existing: list[dict[str, str]], wanted: dict[str, list[str]]) ->
         for suite in suites:
             if (suite, kind) in have:
                 continue
-            base = mirror_of(debs, suite)
-            lines = [f"Types: {kind}", f"URIs: {base['URIs']}", f"Suites: {suite}",
-                     f"Components: {base.get('Components', 'main')}"]
-            if "Signed-By" in base:
-                lines.append(f"Signed-By: {base['Signed-By']}")
-            out.append("\n".join(lines))
+            out.append(stanza(kind, suite, mirror_of(debs, suite)))
     return "\n\n".join(out) + ("\n" if out else "")
+
+
+def stanza(kind: str, suite: str, base: dict[str, str]) -> str:
+    """One deb822 entry of `kind` for `suite`, on the mirror (and key) of the host's entry `base`."""
+    lines = [f"Types: {kind}", f"URIs: {base['URIs']}", f"Suites: {suite}",
+             f"Components: {base.get('Components', 'main')}"]
+    if "Signed-By" in base:
+        lines.append(f"Signed-By: {base['Signed-By']}")
+    return "\n".join(lines)
 
 
 def mirror_of(debs: list[dict[str, str]], suite: str) -> dict[str, str]:
