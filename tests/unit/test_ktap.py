@@ -96,6 +96,14 @@ def test_a_crash_keeps_the_subtests_seen_and_the_status_it_set(tmp_path):
     _judge_subtests(cell, log, (), final=True)
     assert cell.status == "ERROR" and cell.message.endswith("killing interrupt handler! (after 2 subtests)")
     assert [(s["name"], s["status"]) for s in cell.subtests] == [("a", "PASS"), ("b", "FAIL")]
+    # Real: cow on ppc32 (e500) Linux 6.12.117, whose guest panicked in the 9th subtest.
+    log.write_text((DATA / "cow-ppc32-6.12-crash.tap").read_text())
+    cell = _cell(None, "ERROR")
+    cell.message = "guest crashed during the test: Kernel panic - not syncing: Aiee, killing interrupt handler!"
+    _judge_subtests(cell, log, (), final=True)
+    assert cell.status == "ERROR" and cell.message.endswith("(after 8 subtests)")
+    assert [s["status"] for s in cell.subtests].count("FAIL") == 1
+    assert cell.subtests[6]["name"].startswith("Basic COW after fork() ... with hugetlb (4096 kB)")
     # A testcase for which a crash is the finding: FAIL stays FAIL, whatever the subtests say.
     log.write_text("1..1\n# [RUN] a\nok 1 x\n")
     cell = _cell(0, "FAIL")
