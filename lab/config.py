@@ -287,25 +287,34 @@ class Testcase:
 
 
 ALLOWED_NEEDS = ("swap", "blockdev")
+# What [[expect]] may declare: a test's FAIL, or an ERROR the lab knows (with its message).
+EXPECTABLE_STATUSES = ("FAIL", "ERROR")
 KSELFTEST_NAME = re.compile(r"[A-Za-z0-9_-]+/[A-Za-z0-9_-]+")  # never a path that leaves its directory
 
 
 @dataclass(frozen=True)
 class Expectation:
-    """A known result: e.g. swp_exclusive FAILs on 6.1 for arches whose fix landed in 6.3."""
+    """A known result: e.g. swp_exclusive FAILs on 6.1 for arches whose fix landed in 6.3,
+    or a kernel that does not build for one arch (a known ERROR, told by its message)."""
 
-    testcase: str
-    reason: str
-    status: str = field(default="FAIL", metadata=_choices("FAIL"))
+    testcase: str = ""  # empty: every testcase (an ERROR of a build or boot hits them all)
+    reason: str = ""  # required: why this result is expected
+    status: str = field(default="FAIL", metadata=_choices(*EXPECTABLE_STATUSES))
     arches: tuple[str, ...] = ()  # empty: every arch
     kernels: tuple[str, ...] = ()  # empty: every kernel
     # A kselftest's subtests (name globs, e.g. "R/O longterm GUP pin*"): those are
     # expected to FAIL, not the cell; the cell is XFAIL when they are all it failed.
     subtests: tuple[str, ...] = ()
+    # For an expected ERROR: a regular expression the cell's message must contain
+    # (re.search), so that a different breakage is never taken for the known one.
+    message: str = ""
 
     def applies(self, arch: str, kernel: str, testcase: str) -> bool:
-        return (testcase == self.testcase and (not self.arches or arch in self.arches)
+        return ((not self.testcase or testcase == self.testcase) and (not self.arches or arch in self.arches)
                 and (not self.kernels or kernel in self.kernels))
+
+    def matches_message(self, message: str) -> bool:
+        return re.search(self.message, message) is not None
 
 
 @dataclass(frozen=True)
@@ -340,8 +349,12 @@ class Lab:
         return dataclasses.replace(self, kernels={**self.kernels, source.name: source})
 
     def expectation(self, arch: str, kernel: str, testcase: str) -> Expectation | None:
-        """The cell's known result (an [[expect]] without subtests), if any."""
-        return next((e for e in self.expectations if not e.subtests and e.applies(arch, kernel, testcase)), None)
+        """The cell's first known result, if any."""
+        return next(iter(self.expectations_for(arch, kernel, testcase)), None)
+
+    def expectations_for(self, arch: str, kernel: str, testcase: str) -> tuple[Expectation, ...]:
+        """The cell's known results ([[expect]] without subtests), in the configs' order."""
+        return tuple(e for e in self.expectations if not e.subtests and e.applies(arch, kernel, testcase))
 
     def subtest_expectations(self, arch: str, kernel: str, testcase: str) -> tuple[Expectation, ...]:
         """The known results of a kselftest's subtests in this cell, in the configs' order."""
@@ -616,17 +629,39 @@ def _checked_pin(pin: AptPin) -> AptPin:
 
 def _expectation(table, where: str, arches, kernels, testcases) -> Expectation:
     exp = _convert(table, Expectation, where)
-    for label, names, known in (("testcase", [exp.testcase], testcases), ("arches", exp.arches, arches),
-                                ("kernels", exp.kernels, kernels)):
+    if not exp.reason.strip():
+        raise ConfigError(f"{where}.reason is missing or empty: say why this result is expected")
+    for label, names, known in (("testcase", [exp.testcase] if exp.testcase else [], testcases),
+                                ("arches", exp.arches, arches), ("kernels", exp.kernels, kernels)):
         for name in names:
             if name not in known:
                 raise ConfigError(f"{where}.{label}: unknown name {name!r} (known: {', '.join(known)})")
+    if exp.status == "FAIL" and not exp.testcase:
+        raise ConfigError(f"{where}.testcase is missing: a FAIL is one testcase's finding (known: {', '.join(testcases)})")
     if exp.subtests and not testcases[exp.testcase].kselftest:
         raise ConfigError(f"{where}.subtests: {exp.testcase!r} is not a kselftest; only a kselftest has subtests")
     for glob in exp.subtests:
         if not glob.strip() or len(glob) > 300:
             raise ConfigError(f"{where}.subtests: {glob[:40]!r} is not a subtest name glob (1-300 characters)")
+    _check_message_pattern(exp, where)
     return exp
+
+
+def _check_message_pattern(exp: Expectation, where: str) -> None:
+    """An expected ERROR names the message it must have; only an ERROR has one."""
+    if exp.status != "ERROR":
+        if exp.message:
+            raise ConfigError(f"{where}.message: only an expected ERROR has a message pattern (status = \"ERROR\")")
+        return
+    if exp.subtests:
+        raise ConfigError(f"{where}.subtests: an ERROR is the whole cell's; subtests are expected to FAIL")
+    if not exp.message.strip() or len(exp.message) > 300:
+        raise ConfigError(f"{where}.message is missing: an expected ERROR needs a regular expression (1-300 "
+                          f"characters) its message must contain, e.g. message = \"BUILD_BUG_ON failed\"")
+    try:
+        re.compile(exp.message)
+    except re.error as exc:
+        raise ConfigError(f"{where}.message: {exp.message[:60]!r} is not a regular expression ({exc})") from None
 
 
 def param_overrides(cases: list[Testcase], assignments: list[str]) -> dict[str, dict[str, object]]:

@@ -7,16 +7,21 @@ import math
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 from lab import exitcodes, names
 from lab.errors import RunDataError
 
+if typing.TYPE_CHECKING:
+    from lab.config import Expectation
+
 # ERROR: the lab could not get an answer (build, boot, SSH, push, guest crash).
-# XFAIL: a FAIL the configs expect; XPASS: a PASS where they expect a FAIL.
-STATUSES = ("PASS", "FAIL", "XFAIL", "XPASS", "SKIP", "ERROR", "TIMEOUT")
+# XFAIL: a FAIL the configs expect; XPASS: a PASS where they expect a FAIL or an ERROR;
+# XERROR: an ERROR the configs expect (a known build or boot failure, told by its message).
+STATUSES = ("PASS", "FAIL", "XFAIL", "XPASS", "SKIP", "ERROR", "XERROR", "TIMEOUT")
 # What the test itself said, for statuses that an expectation renamed.
-_OUTCOME = {"XFAIL": "FAIL", "XPASS": "PASS"}
+_OUTCOME = {"XFAIL": "FAIL", "XPASS": "PASS", "XERROR": "ERROR"}
 
 @dataclass
 class CellResult:
@@ -72,6 +77,18 @@ class CellResult:
         """The actual result, before an expectation renamed it (XFAIL -> FAIL)."""
         return _OUTCOME.get(self.status, self.status)
 
+    def apply_expectations(self, expectations: Sequence[Expectation], racy: bool = False) -> None:
+        """Apply the cell's [[expect]] entries: an expected ERROR to an ERROR, else the
+        expected FAIL; an expected ERROR that did not happen is reported as fixed."""
+        errors = [e for e in expectations if e.status == "ERROR"]
+        fails = [e for e in expectations if e.status == "FAIL"]
+        if self.status == "ERROR" and errors:
+            self.apply_expected_error(errors)
+        elif fails:
+            self.apply_expectation("FAIL", fails[0].reason, racy=racy)
+        elif errors:
+            self._expected_error_gone(errors[0])
+
     def apply_expectation(self, status: str, reason: str, racy: bool = False) -> None:
         """Record what the configs expect and rename a matching/contradicting outcome.
 
@@ -86,6 +103,29 @@ class CellResult:
         elif status == "FAIL" and self.status == "PASS":
             self.status = "XPASS"
             self.message = f"expected FAIL ({reason}) but it passed: {self.message}"
+
+    def apply_expected_error(self, expectations: Sequence[Expectation]) -> None:
+        """An ERROR whose message matches a declared one is XERROR (known); any other
+        ERROR stays ERROR, saying it is not the known one."""
+        known = next((e for e in expectations if e.matches_message(self.message)), None)
+        declared = known or expectations[0]
+        self.expected, self.expected_reason = "ERROR", declared.reason
+        if known:
+            self.status = "XERROR"
+        else:
+            self.message = (f"{self.message} (not the known ERROR: its message does not match "
+                            f"/{declared.message}/ of [[expect]] \"{declared.reason}\")")
+
+    def _expected_error_gone(self, expectation: Expectation) -> None:
+        """The cell got an answer where an ERROR is declared: fixed, so the expectation
+        is stale (a PASS is XPASS; a FAIL, SKIP or TIMEOUT keeps its status, noted)."""
+        self.expected, self.expected_reason = "ERROR", expectation.reason
+        note = f"expected ERROR ({expectation.reason}) but the cell ran: fixed, update the expectation"
+        if self.status == "PASS":
+            self.status = "XPASS"
+            self.message = f"{note}: {self.message}"
+        else:
+            self.message = f"{self.message} ({note})"
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -188,7 +228,7 @@ def parse_metrics(stdout: str) -> dict[str, float]:
 # Which attempt status decides a repeated cell: a FAIL is a finding even if other
 # attempts passed; an infrastructure ERROR never becomes a FAIL. XFAIL and XPASS
 # come from a kselftest whose subtests the configs expect to fail.
-_DECIDING_ORDER = ("FAIL", "XPASS", "TIMEOUT", "ERROR", "XFAIL", "PASS", "SKIP")
+_DECIDING_ORDER = ("FAIL", "XPASS", "TIMEOUT", "ERROR", "XERROR", "XFAIL", "PASS", "SKIP")
 
 
 def _combine_metrics(all_metrics: list[dict[str, float]]) -> dict[str, float]:

@@ -104,10 +104,8 @@ class Runner:
         if self.stop.is_set():
             return  # an interrupted cell is not a result; a resumed run would run it again
         cell.provenance = dict(art.provenance)
-        expectation = self.lab.expectation(cell.arch, cell.kernel, cell.testcase)
-        if expectation:
-            racy = self.lab.testcases[cell.testcase].kind == "race"
-            cell.apply_expectation(expectation.status, expectation.reason, racy=racy)
+        racy = self.lab.testcases[cell.testcase].kind == "race"
+        cell.apply_expectations(self.lab.expectations_for(cell.arch, cell.kernel, cell.testcase), racy=racy)
         self.journal.append(cell)
         detail = f": {cell.message}" if cell.status != "PASS" else ""
         self.progress(f"{cell.arch}/{cell.kernel} {cell.testcase}: {cell.status} ({cell.duration_s:.1f} s){detail}")

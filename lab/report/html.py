@@ -26,6 +26,7 @@ STATUS_COLORS = {
     "XPASS": "#f2a2d4",
     "SKIP": "#d9d9d9",
     "ERROR": "#f7c873",
+    "XERROR": "#f3e3c3",
     "TIMEOUT": "#d6b4f0",
     "NOTRUN": "#ffffff",
 }
@@ -34,9 +35,10 @@ LEGEND = (
     ("PASS", "the test passed"),
     ("FAIL", "the test found the bug, and no FAIL is expected here"),
     ("XFAIL", "failed as configs/lab.toml expects (a known-bad kernel); not counted as a failure"),
-    ("XPASS", "passed where a FAIL is expected: look at it"),
+    ("XPASS", "passed where a FAIL or an ERROR is expected: look at it (fixed? update the expectation)"),
     ("SKIP", "the test does not apply here (it exited 4)"),
     ("ERROR", "the lab got no answer: build, boot, SSH or a guest crash; never a test verdict"),
+    ("XERROR", "a known ERROR, with the message and reason configs/lab.toml declares; not counted as a failure"),
     ("TIMEOUT", "the test ran past its deadline"),
     ("NOTRUN", "planned, but no result (an interrupted run or a missing shard)"),
 )

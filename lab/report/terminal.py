@@ -14,6 +14,7 @@ ANSI = {
     "XPASS": "1;35",
     "SKIP": "2",
     "ERROR": "1;33",
+    "XERROR": "33",
     "TIMEOUT": "35",
 }
 

@@ -330,19 +330,31 @@ def test_s390x_612_reaches_ssh_without_the_vector_facility(tmp_path):
     assert proc.returncode == 0
 
 
-def test_kernel_build_error_is_an_error_cell_and_others_still_run(tmp_path):
-    """Debian's 6.12.117 does not build for sparc64: ERROR with the compiler's line; x86_64 still runs."""
+def test_kernel_build_error_is_an_error_cell_and_others_still_run(repo_copy, tmp_path):
+    """Debian's 6.12.117 does not build for sparc64: an ERROR with the compiler's line that
+    configs/lab.toml declares known (XERROR, exit 0); x86_64 still runs. With the declared
+    message pattern changed, the same failure is an ERROR again and the run exits 2."""
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "lab", "run", "--arch", "sparc64,x86_64", "--kernel", "6.12",
                            "--test", "swp_exclusive", "--out", str(out)],
                           capture_output=True, text=True, cwd=REPO, timeout=3600)
     print(proc.stdout, proc.stderr)
-    assert proc.returncode == 2
     cells = {c["arch"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
-    assert cells["sparc64"]["status"] == "ERROR"
+    assert cells["sparc64"]["status"] == "XERROR" and cells["sparc64"]["expected"] == "ERROR"
     assert "error:" in cells["sparc64"]["message"] and "BUILD_BUG_ON" in cells["sparc64"]["message"]
     assert "build.log" in cells["sparc64"]["message"]
     assert cells["x86_64"]["status"] == "PASS"
+    assert "[expected ERROR, actual ERROR: 6.12.117 fs/fcntl.c BUILD_BUG_ON" in proc.stdout
+    assert proc.returncode == 0
+
+    lab_toml = repo_copy / "configs/lab.toml"
+    lab_toml.write_text(lab_toml.read_text().replace(".*BUILD_BUG_ON failed: .*HWEIGHT32", "undefined reference"))
+    proc = run_lab("run", "--arch", "sparc64", "--kernel", "6.12", "--test", "swp_exclusive",
+                   "--out", str(tmp_path / "changed"), root=repo_copy)
+    print(proc.stdout, proc.stderr)
+    (cell,) = json.loads((tmp_path / "changed/results.json").read_text())["cells"]
+    assert cell["status"] == "ERROR" and "not the known ERROR" in cell["message"]
+    assert proc.returncode == 2
 
 
 def test_race_testcase_short_budget_repeated(artifacts, tmp_path):
