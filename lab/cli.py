@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lab import config as cfg
-from lab import doctor, exitcodes, merge, plan, rundir
+from lab import doctor, exitcodes, history, merge, plan, rundir
 from lab.artifacts import prepare
 from lab.errors import UserError
 from lab.exitcodes import HungUp, Terminated
@@ -33,6 +33,7 @@ from lab.progress import Progress
 from lab.qemu import ACCELERATORS, kill_all, qemu_argv, running
 from lab.remote import client_key
 from lab.report import write_reports
+from lab.report.html import write_history
 from lab.report.compare import compare, compare_dirs, render_comparison
 from lab.report.terminal import render_text
 from lab.results import run_exit_code
@@ -294,6 +295,19 @@ def cmd_compare(args) -> int:
     return exitcodes.FINDING if comparison.regressed else exitcodes.OK
 
 
+def cmd_history(args) -> int:
+    """history.html and a line per cell over the nights given (the newest night's
+    directory unless --out); racy testcases (kind = "race") get their failure rate."""
+    lab = cfg.load_lab()
+    racy = frozenset(name for name, case in lab.testcases.items() if case.kind == "race")
+    nights = history.read_nights([Path(d) for d in args.dirs])
+    histories = history.cell_histories(nights, racy)
+    page = write_history(Path(args.out) if args.out else Path(nights[-1].directory), nights, histories)
+    print(history.render_history(nights, histories))
+    print(f"\nhistory: {page}")
+    return exitcodes.OK
+
+
 def _built(lab: cfg.Lab, arch: cfg.Arch) -> dict:
     """What the cache holds for one arch: image, kernels (with their ccache counts), testcases."""
     entry: dict = {"image": None, "kernels": {}, "kernel_ccache": {}, "testcases": {}}
@@ -521,6 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("old", metavar="OLD", help="the earlier run directory")
     cmp.add_argument("new", metavar="NEW", help="the later run directory")
     cmp.set_defaults(func=cmd_compare)
+
+    hst = sub.add_parser("history", help="each cell's status over several nights (run directories, any order): "
+                                         "history.html and a line per cell")
+    hst.add_argument("dirs", nargs="+", metavar="DIR")
+    hst.add_argument("--out", help="where history.html goes (default: the newest night's directory)")
+    hst.set_defaults(func=cmd_history)
 
     lst = sub.add_parser("list", help="arches, kernels, testcases and what is built")
     lst.add_argument("--json", action="store_true")

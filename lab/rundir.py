@@ -7,6 +7,9 @@
                       the reports, written from the journal (lab.report)
     logs/<arch>/<kernel>/console[-N].log (+ .cmdline), logs/.../<testcase>/[attempt-N/]
                       consoles and each cell's stdout, stderr and console
+    changes.txt       with --baseline: what changed, its first line the summary
+                      ("2 newly failing, 1 fixed, 148 unchanged": a build's description)
+    history.html      lab history: each cell over this and earlier nights
     merge-problems.txt, lab-traceback.txt, .lock, .scratch/
 
 What is read back, maybe from another machine, is checked before use: names
@@ -35,6 +38,8 @@ MATRIX = "matrix.html"
 CELLS = "cells"  # one HTML page per cell
 LOGS = "logs"
 MERGE_PROBLEMS = "merge-problems.txt"
+CHANGES = "changes.txt"
+HISTORY = "history.html"  # lab history: this night and earlier ones
 TRACEBACK = "lab-traceback.txt"
 SCRATCH = ".scratch"  # scratch disks of the guests: removed at the end and at a resume
 LOCK = ".lock"
@@ -159,3 +164,12 @@ def write_merge_problems(directory: Path, problems: list[str]) -> None:
     path.unlink(missing_ok=True)
     if problems:
         atomic.write_text(path, "".join(f"{p}\n" for p in problems))
+
+
+def write_changes(directory: Path, summary: str | None, text: str = "") -> None:
+    """changes.txt: the summary line, then the comparison; removed when the reports are
+    written without a baseline, so it never describes another comparison."""
+    path = directory / CHANGES
+    path.unlink(missing_ok=True)
+    if summary is not None:
+        atomic.write_text(path, f"{summary}\n\n{text}\n")

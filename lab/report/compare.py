@@ -29,6 +29,15 @@ SECTIONS = (
     ("changed_expectations", "Changed expectations"),
     ("other", "Other changes"),
 )
+# How the one-line summary (a Jenkins build's description) counts each section,
+# in the order it names them.
+SUMMARY_WORDS = (
+    ("newly_fail", "newly failing"),
+    ("newly_error", "newly erroring"),
+    ("newly_pass", "fixed"),
+    ("changed_expectations", "expectations changed"),
+    ("other", "other changes"),
+)
 
 
 @dataclass(frozen=True)
@@ -68,16 +77,36 @@ class Comparison:
     newly_error: tuple[Change, ...]
     changed_expectations: tuple[Change, ...]
     other: tuple[Change, ...]
+    cell_keys: frozenset = frozenset()  # every cell of either run (subtests aside)
 
     def sections(self) -> list[tuple[str, tuple[Change, ...]]]:
         return [(title, getattr(self, attr)) for attr, title in SECTIONS]
 
     @property
     def regressed(self) -> bool:
-        return bool(self.newly_fail or self.newly_error)
+        """A cell (or subtest) newly fails or errors, whatever else moved with it (an
+        expectation edited into an XPASS is news too)."""
+        return any(_newly_bad(c.old, c.new) for _, changes in self.sections() for c in changes)
 
     def changed_keys(self) -> dict[tuple[str, str, str], Change]:
         return {c.key: c for _, changes in self.sections() for c in changes}
+
+    def summary(self) -> str:
+        """One line: "2 newly failing, 1 fixed, 148 unchanged", cells first, then the
+        subtests that changed inside cells ("; subtests: 3 newly failing")."""
+        def counted(subtests: bool) -> list[str]:
+            counts = [(sum((c.key in self.cell_keys) != subtests for c in getattr(self, attr)), words)
+                      for attr, words in SUMMARY_WORDS]
+            return [f"{n} {words}" for n, words in counts if n]
+        changed = sum(key in self.cell_keys for key in self.changed_keys())
+        line = ", ".join([*counted(subtests=False), f"{len(self.cell_keys) - changed} unchanged"])
+        subtests = counted(subtests=True)
+        return f"{line}; subtests: {', '.join(subtests)}" if subtests else line
+
+
+def _newly_bad(old: CellResult | None, new: CellResult | None) -> bool:
+    return any(new is not None and new.status in bad and (old is None or old.status not in bad)
+               for bad in (FAILING, ERRORING))
 
 
 def _section(old: CellResult | None, new: CellResult | None) -> str | None:
@@ -120,7 +149,8 @@ def compare(old_cells: list[CellResult], new_cells: list[CellResult], baseline: 
         section = _section(old.get(key), new.get(key))
         if section:
             found[section].append(Change(key, old.get(key), new.get(key)))
-    return Comparison(baseline=baseline, **{attr: tuple(changes) for attr, changes in found.items()})
+    return Comparison(baseline=baseline, cell_keys=frozenset(c.key for c in [*old_cells, *new_cells]),
+                      **{attr: tuple(changes) for attr, changes in found.items()})
 
 
 def compare_dirs(old_dir: Path, new_dir: Path) -> Comparison:
@@ -131,7 +161,7 @@ def compare_dirs(old_dir: Path, new_dir: Path) -> Comparison:
 
 def render_comparison(comparison: Comparison) -> str:
     """The sections as text; an empty section says so, so "nothing changed" is explicit."""
-    out = [f"compared with {comparison.baseline}:"]
+    out = [f"compared with {comparison.baseline}: {comparison.summary()}"]
     for title, changes in comparison.sections():
         out.append(f"{title}: {len(changes)}")
         out += [f"  {c.name}: {c.old_label} -> {c.new_label}: {c.detail}" for c in changes]

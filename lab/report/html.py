@@ -12,7 +12,8 @@ from pathlib import Path
 import jinja2
 
 from lab import atomic
-from lab.rundir import CELLS, MATRIX, cell_page
+from lab.rundir import CELLS, HISTORY, MATRIX, cell_page
+from lab.history import LETTERS, NOT_RUN
 from lab.report.compare import Comparison
 from lab.report.matrix import Matrix
 from lab.results import SUBTEST_STATUSES
@@ -71,3 +72,12 @@ def write_html(out_dir: Path, matrix: Matrix, comparison: Comparison | None = No
     for cell in matrix.ordered_cells():
         path = out_dir / cell_page(cell.arch, cell.kernel, cell.testcase)
         atomic.write_text(path, template.render(cell=cell, meta=matrix.meta), errors="backslashreplace")
+
+
+def write_history(out_dir: Path, nights: list, histories: list) -> Path:
+    """history.html: a row per cell, a coloured letter per night (lab.history)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    page = _ENV.get_template("history.html").render(nights=nights, histories=histories, letters=LETTERS,
+                                                    not_run=NOT_RUN)
+    atomic.write_text(out_dir / HISTORY, page, errors="backslashreplace")
+    return out_dir / HISTORY

@@ -9,6 +9,7 @@ import threading
 import pytest
 from PIL import Image
 
+from lab.config import Expectation
 from lab.report import write_reports
 from lab.report.browser import load
 from lab.report.compare import compare
@@ -51,14 +52,16 @@ PROBE = """
 
 def _every_status() -> tuple[list[CellResult], dict]:
     raw = {"PASS": "PASS", "FAIL": "FAIL", "XFAIL": "FAIL", "XPASS": "PASS", "SKIP": "SKIP",
-           "ERROR": "ERROR", "TIMEOUT": "TIMEOUT"}
+           "ERROR": "ERROR", "TIMEOUT": "TIMEOUT", "XERROR": "ERROR"}
     cells = []
     for n, (status, outcome) in enumerate(raw.items()):
         cell = CellResult("i386-pae", "6.1", "swp_exclusive", outcome, f"{outcome}: <b>not bold</b>",
                           duration_s=1.5 + n)
-        cell.arch = ["i386-pae", "i386", "sparc64", "riscv64", "x86_64", "armv7", "m68k"][n]
+        cell.arch = ["i386-pae", "i386", "sparc64", "riscv64", "x86_64", "armv7", "m68k", "s390x"][n]
         if status in ("XFAIL", "XPASS"):
             cell.apply_expectation("FAIL", "marker landed in 6.3")
+        if status == "XERROR":
+            cell.apply_expectations([Expectation(reason="known build failure", status="ERROR", message="ERROR")])
         cells.append(cell)
     cells.append(CellResult("i386-pae", "6.1", "only_pass", "PASS", "PASS"))
     cells.append(combine_attempts([CellResult("sparc64", "6.1", "only_pass", s, f"{s}: x") for s in ("FAIL", "PASS", "FAIL")]))
@@ -154,7 +157,8 @@ def test_matrix_in_a_real_browser(report):
     expected = {"i386-pae/6.1/swp_exclusive": "PASS", "i386/6.1/swp_exclusive": "FAIL",
                 "sparc64/6.1/swp_exclusive": "XFAIL", "riscv64/6.1/swp_exclusive": "XPASS",
                 "x86_64/6.1/swp_exclusive": "SKIP", "armv7/6.1/swp_exclusive": "ERROR",
-                "m68k/6.1/swp_exclusive": "TIMEOUT", "mips/6.1/swp_exclusive": "NOTRUN"}
+                "m68k/6.1/swp_exclusive": "TIMEOUT", "s390x/6.1/swp_exclusive": "XERROR",
+                "mips/6.1/swp_exclusive": "NOTRUN"}
     for key, status in expected.items():
         cell = before[key]
         assert cell["status"] == status
@@ -172,7 +176,7 @@ def test_matrix_in_a_real_browser(report):
     assert probe["rowsHidden"] == []  # only_pass has the FAIL 2/3 cell of sparc64
     changes = probe["changes"]
     order = [changes.index(title) for title in ("Newly failing: 3", "Newly passing: 0", "Newly erroring: 1",
-                                                 "Changed expectations: 1", "Other changes: 4")]
+                                                 "Changed expectations: 1", "Other changes: 5")]
     assert order == sorted(order), changes
     assert "i386/6.1 swp_exclusive: PASS \u2192 FAIL" in changes
 
@@ -195,3 +199,59 @@ def test_the_network_check_can_fail(report):
     finally:
         recorder.close()
     assert any("example.invalid" in r for r in _page_requests(recorder.requests)), recorder.requests
+
+
+HISTORY_PROBE = """
+<script>
+(function () {
+  var rows = Array.from(document.querySelectorAll("tr[data-cell]")).map(function (tr) {
+    return {cell: tr.dataset.cell, flaky: tr.dataset.flaky === "yes",
+            nights: Array.from(tr.querySelectorAll("td.st")).map(function (td) {
+              var r = td.getBoundingClientRect();
+              return {status: td.dataset.status, text: td.innerText, background: getComputedStyle(td).backgroundColor,
+                      left: r.left, top: r.top, width: r.width, height: r.height};
+            })};
+  });
+  var fetched = performance.getEntriesByType("resource").map(function (e) { return e.name; });
+  var out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({rows: rows, fetched: fetched});
+  document.body.appendChild(out);
+})();
+</script>
+"""
+
+
+def test_history_in_a_real_browser(tmp_path):
+    """history.html of five synthetic nights and two real runs: a coloured letter per
+    night in the browser's layout and on screen, the flaky row marked, no network."""
+    from nights import SYNTHETIC, write_nights
+    from lab import history
+    from lab.history import LETTERS
+    from lab.report.html import write_history
+
+    nights = history.read_nights(write_nights(tmp_path))
+    page = write_history(tmp_path / "out", nights, history.cell_histories(nights))
+    probe_page = page.with_name("probe.html")
+    probe_page.write_text(page.read_text().replace("</body>", HISTORY_PROBE + "</body>"))
+    recorder = _Recorder()
+    try:
+        dom = load(probe_page, dump_dom=True, proxy=recorder.proxy)
+        shot = tmp_path / "history.png"
+        load(page, screenshot=shot, proxy=recorder.proxy)
+    finally:
+        recorder.close()
+    assert _page_requests(recorder.requests) == []
+    probe = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1).replace("&amp;", "&"))
+    assert all(url.startswith("file:") for url in probe["fetched"]), probe["fetched"]
+    rows = {tuple(r["cell"].split("/")): r for r in probe["rows"]}
+    assert [key for key, row in rows.items() if row["flaky"]] == [("i386-pae", "6.12", "swp_exclusive")]
+    image = Image.open(shot).convert("RGB")
+    for key, statuses in SYNTHETIC.items():
+        for status, night in zip(statuses, rows[key]["nights"]):
+            status = status or "NOTRUN"
+            assert night["status"] == status and night["text"] == LETTERS.get(status, "."), (key, night)
+            if status != "NOTRUN":
+                assert night["background"] == "rgb({}, {}, {})".format(*_rgb(STATUS_COLORS[status])), (key, night)
+                x, y = int(night["left"] + 2), int(night["top"] + night["height"] - 2)
+                assert image.getpixel((x, y)) == _rgb(STATUS_COLORS[status]), (key, status, (x, y))

@@ -127,3 +127,36 @@ def test_a_kselftest_is_compared_subtest_by_subtest():
     assert [c.name for c in result.newly_error] == ["arm64/6.12 cow"]
     text = render_comparison(result)
     assert "  riscv64/6.12 cow / R/O pin 1: PASS -> FAIL: detail 1" in text
+
+
+def test_the_summary_counts_cells_and_then_the_subtests_that_moved():
+    assert compare(OLD, NEW, "old").summary() == (
+        "2 newly failing, 1 newly erroring, 2 fixed, 1 expectations changed, 2 other changes, 2 unchanged")
+    assert compare(OLD, OLD, "old").summary() == "8 unchanged"
+    old = [_kselftest("riscv64", ["PASS", "FAIL", "PASS"]), _kselftest("arm64", ["PASS", "PASS"], "PASS")]
+    new = [_kselftest("riscv64", ["FAIL", "FAIL", "SKIP"]), CellResult("arm64", "6.12", "cow", "ERROR", "no boot")]
+    # riscv64's cell stayed FAIL: unchanged as a cell, its subtests say what moved inside.
+    assert compare(old, new, "old").summary() == \
+        "1 newly erroring, 1 unchanged; subtests: 1 newly failing, 1 other changes"
+    assert render_comparison(compare(OLD, OLD, "old")).splitlines()[0] == "compared with old: 8 unchanged"
+
+
+def test_a_baseline_writes_changes_txt_and_a_report_without_one_removes_it(tmp_path, capsys):
+    old = _run_dir(tmp_path / "old", OLD)
+    new = _run_dir(tmp_path / "new", NEW)
+    main(["report", str(new), "--baseline", str(old)])
+    lines = (new / "changes.txt").read_text().splitlines()
+    assert lines[0] == "2 newly failing, 1 newly erroring, 2 fixed, 1 expectations changed, 2 other changes, 2 unchanged"
+    assert lines[2] == f"compared with {old}: {lines[0]}" and "  a/6.1 swp_exclusive: PASS -> FAIL: FAIL: a" in lines
+    assert lines[0] in (new / "matrix.html").read_text()
+    main(["report", str(new)])
+    assert not (new / "changes.txt").exists()
+
+
+def test_a_cell_that_newly_fails_through_an_edited_expectation_is_a_regression_too():
+    old = [_cell("x86_64", "PASS")]
+    xpass = [_cell("x86_64", "XPASS", expected="FAIL")]
+    result = compare(old, xpass, "old")
+    assert [c.name for c in result.changed_expectations] == ["x86_64/6.1 swp_exclusive"] and result.regressed
+    assert not compare(xpass, xpass, "old").regressed
+    assert not compare([_cell("b", "FAIL")], [_cell("b", "TIMEOUT")], "old").regressed  # failing both nights
