@@ -18,6 +18,10 @@ test *ARGS: setup
 unit *ARGS: setup
     {{python}} -m pytest -q tests/unit "$@"
 
+# The Jenkinsfile through Groovy's parser and the declarative pipeline's rules (no Jenkins needed).
+check-jenkinsfile: setup
+    {{python}} scripts/check_jenkinsfile.py Jenkinsfile
+
 # Per-cell timings (QEMU start -> ready -> SSH -> test done) and total wall time.
 bench *ARGS: setup
     {{python}} -m lab.bench "$@"

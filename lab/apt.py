@@ -59,6 +59,13 @@ def apt_environment(apt_config: Path | None) -> dict[str, str]:
 
 
 def _apt_query(argv: list[str], apt_config: Path | None = None) -> str:
+    if apt_config is not None:
+        # The lab's own apt state keeps apt's binary cache beside its lists: hosts such as
+        # Debian's container images turn it off (apt.conf.d/docker-clean), and then every
+        # query re-parses the lists of seven architectures (4 s; with the cache 0.05 s).
+        # apt rebuilds it itself when the lists change.
+        argv = [argv[0], "-o", f"Dir::Cache::pkgcache={apt_config.parent / 'cache' / 'pkgcache.bin'}",
+                "-o", "Dir::Cache::srcpkgcache=", *argv[1:]]
     try:
         return procs.run(argv, capture_output=True, text=True, timeout_s=procs.PROBE_TIMEOUT_S,
                          env={**os.environ, **apt_environment(apt_config)}).stdout
@@ -171,7 +178,7 @@ class SourcePackage:
         return content_key(self.dsc.read_bytes())
 
 
-def _source_entry(offer: Offer) -> Entry:
+def source_entry(offer: Offer) -> Entry:
     return Entry("debian-sources", content_key(offer.package, offer.version))
 
 
@@ -187,7 +194,7 @@ def source_package(pin: AptPin, allow_fetch: bool = True) -> SourcePackage | Non
     fetches anew; an old version is never reused for it. With allow_fetch=False, None when not fetched.
     """
     offer = resolve(pin, SOURCE)
-    entry = _source_entry(offer)
+    entry = source_entry(offer)
     if (found := _cached_source(entry, offer)) or not allow_fetch:
         return found
     require_tool("dpkg-source", "dpkg-dev")

@@ -4,6 +4,10 @@ An entry is complete when its meta.json exists; builds happen in a temporary
 directory beside it and are renamed into place, under a lock so that two lab
 processes never build the same thing twice at once. `ensure` is that pattern,
 written once for every kind of artifact.
+
+A process that uses an entry holds it (a shared lock on <key>.use, whose mtime
+says when it was last used) until it ends or calls release_holds(): `lab cache
+prune` removes only entries nobody holds (lab.cache_admin).
 """
 
 from __future__ import annotations
@@ -80,6 +84,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# Shared "in use" locks this process holds: the .use file's path -> its open descriptor.
+_held: dict[Path, int] = {}
+
+
+def release_holds() -> None:
+    """Let go of every entry this process holds (the end of a run)."""
+    while _held:
+        _, fd = _held.popitem()
+        os.close(fd)
+
+
 class Entry:
     """One cache entry: cache_root()/<kind>/<key>/ with a meta.json when complete."""
 
@@ -97,6 +112,21 @@ class Entry:
             return json.loads(self.meta_path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
+
+    @property
+    def use_path(self) -> Path:
+        return self.path.parent / f"{self.key}.use"
+
+    def hold(self) -> None:
+        """Mark the entry used now and keep it from being pruned while this process runs.
+        Waits only while a prune removes this very entry (then the caller rebuilds it)."""
+        path = self.use_path
+        if path not in _held:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            _held[path] = fd
+        os.utime(path)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -142,6 +172,7 @@ def ensure(entry: Entry, build: Callable[[Workspace], dict], log_name: str = "bu
     `build` fills `result` and returns the meta to publish; an exception from it
     publishes nothing and leaves the log beside the entry (<key>.<log_name>).
     """
+    entry.hold()
     with entry.lock():
         meta = entry.meta()
         if meta is not None:

@@ -19,8 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lab import config as cfg
-from lab import doctor, exitcodes, history, merge, plan, rundir
+from lab import cache_admin, doctor, exitcodes, history, merge, plan, rundir
 from lab.artifacts import prepare
+from lab.cache import release_holds
 from lab.errors import UserError
 from lab.exitcodes import HungUp, Terminated
 from lab.guest import PortAllocator
@@ -308,6 +309,49 @@ def cmd_history(args) -> int:
     return exitcodes.OK
 
 
+def cmd_cache(args) -> int:
+    """What the cache holds: an entry per line, what the plan needs, what prune would free."""
+    needed, unjudged = cache_admin.needed_keys(cfg.load_lab())
+    entries = cache_admin.list_entries(needed)
+    print(f"{'kind':<15} {'key':<20} {'size':>10}  {'last used':<16} {'plan':<6} what")
+    for e in sorted(entries, key=lambda e: (e.kind, -e.last_used)):
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
+        print(f"{e.kind:<15} {e.key:<20} {cache_admin.human(e.size):>10}  {used:<16} "
+              f"{'needs' if e.needed else '-':<6} {e.what}")
+    other = cache_admin.other_usage()
+    for name, size in other:
+        print(f"{name:<15} {'':<20} {cache_admin.human(size):>10}  (never pruned)")
+    for note in unjudged:
+        print(f"note: {note}")
+    total = sum(e.size for e in entries) + sum(size for _, size in other)
+    spare = sum(e.size for e in entries if not e.needed)
+    print(f"\n{cache_admin.cache_root()}: {cache_admin.human(total)} in {len(entries)} entries; the plan needs "
+          f"{cache_admin.human(total - spare)}; `lab cache prune` would free {cache_admin.human(spare)}")
+    return exitcodes.OK
+
+
+def cmd_cache_prune(args) -> int:
+    """Remove what the default plan does not need, least recently used first, down to --max-size."""
+    max_size = cache_admin.parse_size(args.max_size) if args.max_size else None
+    if max_size is not None and (size := cache_admin.disk_usage(cache_admin.cache_root())) <= max_size:
+        print(f"cache: {cache_admin.human(size)}, at most --max-size {args.max_size}: nothing to prune")
+        return exitcodes.OK
+    needed, unjudged = cache_admin.needed_keys(cfg.load_lab())
+    for note in unjudged:
+        print(f"note: {note}")
+    entries = cache_admin.list_entries(needed)
+    other = sum(size for _, size in cache_admin.other_usage())
+    result = cache_admin.prune(entries, other, max_size, progress=print)
+    for entry in result.held:
+        print(f"kept {entry.kind}/{entry.key}: a running lab holds it")
+    print(f"cache: {cache_admin.human(result.size_before)} -> {cache_admin.human(result.size_after)} "
+          f"({len(result.removed)} entries removed)")
+    if max_size is not None and result.size_after > max_size:
+        print(f"lab cache prune: still {cache_admin.human(result.size_after - max_size)} over --max-size "
+              f"{args.max_size}: the plan needs the rest", file=sys.stderr)
+    return exitcodes.OK
+
+
 def _built(lab: cfg.Lab, arch: cfg.Arch) -> dict:
     """What the cache holds for one arch: image, kernels (with their ccache counts), testcases."""
     entry: dict = {"image": None, "kernels": {}, "kernel_ccache": {}, "testcases": {}}
@@ -542,6 +586,16 @@ def build_parser() -> argparse.ArgumentParser:
     hst.add_argument("--out", help="where history.html goes (default: the newest night's directory)")
     hst.set_defaults(func=cmd_history)
 
+    cache = sub.add_parser("cache", help="what the cache holds (kind, key, size, last used, whether the plan "
+                                         "needs it); `lab cache prune` removes what it does not")
+    cache.set_defaults(func=cmd_cache)
+    cache_actions = cache.add_subparsers(dest="action", metavar="ACTION")
+    prune = cache_actions.add_parser("prune", help="remove entries the default plan does not need, least "
+                                                   "recently used first, never one a running lab holds")
+    prune.add_argument("--max-size", metavar="SIZE",
+                       help="stop once the cache is at most SIZE (e.g. 60G); default: remove them all")
+    prune.set_defaults(func=cmd_cache_prune)
+
     lst = sub.add_parser("list", help="arches, kernels, testcases and what is built")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_list)
@@ -611,6 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         return _exit_for(exc)
     finally:
         kill_all()
+        release_holds()
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGHUP, previous_hup)
 

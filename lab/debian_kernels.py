@@ -79,14 +79,30 @@ def sources_text(suites: list[str], host_entries: list[dict[str, str]]) -> str:
     return "\n\n".join(hostdeps.stanza(apt.BINARY, s, hostdeps.mirror_of(host_entries, s)) for s in suites) + "\n"
 
 
-def apt_state(lab: Lab, progress: Notify) -> Path:
-    """The apt.conf of the lab's own apt state for Debian kernels, its lists fresh."""
+def _apt_state_inputs(lab: Lab) -> tuple[list[str], list[str], str]:
+    """The suites, Debian architectures and sources text of the lab's own apt state."""
     suites = sorted({k.debian_kernel for k in lab.kernels.values() if k.debian_kernel})
     arches = sorted({a.debian.arch for a in lab.arches.values() if a.debian})
     host_debs = [s for s in hostdeps.host_sources() if "deb" in s.get("Types", "").split()]
-    sources = sources_text(suites, host_debs)
-    entry = Entry("debian-apt", content_key(sources, *arches))  # not published: its lists are refreshed
+    return suites, arches, sources_text(suites, host_debs)
+
+
+def apt_state_entry(lab: Lab) -> Entry:
+    """The cache entry of the lab's own apt state (not published: its lists are refreshed)."""
+    _, arches, sources = _apt_state_inputs(lab)
+    return Entry("debian-apt", content_key(sources, *arches))
+
+
+def kernel_entry(package: DebianPackage, arch: Arch) -> Entry:
+    return Entry("debian-kernels", content_key(package.name, package.version, package.arch, *wanted_modules(arch)))
+
+
+def apt_state(lab: Lab, progress: Notify) -> Path:
+    """The apt.conf of the lab's own apt state for Debian kernels, its lists fresh."""
+    suites, arches, sources = _apt_state_inputs(lab)
+    entry = apt_state_entry(lab)
     state, conf = entry.path, entry.path / "apt.conf"
+    entry.hold()
     with entry.lock():  # whoever holds it is bounded by apt-get's deadline
         if conf.is_file() and time.time() - conf.stat().st_mtime < LISTS_MAX_AGE_S:
             return conf
@@ -219,7 +235,7 @@ def ensure_debian_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: N
     conf = apt_state(lab, progress)
     package = resolve_package(source, arch, conf)
     modules = wanted_modules(arch)
-    entry = Entry("debian-kernels", content_key(package.name, package.version, package.arch, *modules))
+    entry = kernel_entry(package, arch)
     meta = ensure(entry, lambda space: _fetch(arch, package, modules, conf, space, progress), log_name="fetch.log")
     if not meta["ok"]:
         raise BuildError(f"kernel {source.name} for {arch.name}: {package}: {meta['error']} "

@@ -27,6 +27,10 @@ BASE_PACKAGES = (
     "kmod",  # depmod: the module dependencies of Debian's kernels (lab.debian_kernels)
     # matrix.html screenshots (docs/) and its test in a real browser
     "chromium",
+    # The Jenkinsfile's offline check (scripts/check_jenkinsfile.py): Jenkins runs
+    # pipelines on Groovy 2.4.21, the version Debian 12 ships; default-jre-headless
+    # gives it the /usr/lib/jvm/default-java it looks for.
+    "groovy", "default-jre-headless",
 )
 OWN_SOURCES = "qemu-lab"  # our own file in /etc/apt/sources.list.d/, never read back as input
 

@@ -205,7 +205,7 @@ def _boot_initrd_entry(image_key_: str, client_public_key: str, modules: Path | 
     return Entry("boot-initrds", content_key(*parts))
 
 
-def _known_image_key(lab: Lab, arch: Arch) -> str | None:
+def known_image_key(lab: Lab, arch: Arch) -> str | None:
     """The image key of `arch` without fetching or building anything; None before sources are fetched."""
     fetched = {pkg: source_package(lab.guest_sources[pkg], allow_fetch=False) for pkg in GUEST_SOURCE_PACKAGES}
     sources = {pkg: src for pkg, src in fetched.items() if src}
@@ -214,13 +214,13 @@ def _known_image_key(lab: Lab, arch: Arch) -> str | None:
 
 def planned_initrd(lab: Lab, arch: Arch, client_public_key: str) -> Path | None:
     """Where the boot initrd of `arch` is (or will be), without building; None if unknown yet."""
-    key = _known_image_key(lab, arch)
+    key = known_image_key(lab, arch)
     return _boot_initrd_entry(key, client_public_key).path / "initrd.cpio.gz" if key else None
 
 
 def built_image(lab: Lab, arch: Arch) -> Path | None:
     """The cached base image of `arch`, if built."""
-    key = _known_image_key(lab, arch)
+    key = known_image_key(lab, arch)
     entry = Entry("images", key) if key else None
     return entry.path / "initramfs.cpio.gz" if entry and entry.meta() else None
 

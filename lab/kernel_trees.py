@@ -67,6 +67,7 @@ def ensure_tree_kernel(lab: Lab, arch: Arch, source: KernelSource, compiler: Com
     """Build the tree as it is now (incrementally) and return the image to boot."""
     entry = tree_build_entry(lab, arch, source, compiler)
     what = f"kernel {source.name} for {arch.name}"
+    entry.hold()
     with entry.lock():
         entry.path.mkdir(parents=True, exist_ok=True)
         log = entry.path / "build.log"

@@ -169,3 +169,11 @@ def qemu_may_start():
     qemu.allow_starts()
     yield
     qemu.allow_starts()
+
+
+@pytest.fixture(autouse=True)
+def cache_holds_released():
+    """Entries a test's builds held (lab.cache.Entry.hold) are let go, as at the end of a run."""
+    from lab.cache import release_holds
+    yield
+    release_holds()
