@@ -24,6 +24,8 @@ JENKINSFILE = (REPO / "Jenkinsfile").read_text()
 SCHEMA = xmlschema.XMLSchema(str(REPO / "tests" / "data" / "jenkins-junit.xsd"))
 # A small slice of the plan, so the three shards get one job each.
 LAB_ARGS = "--arch i386-pae,x86_64,riscv64 --kernel 6.1 --test swp_exclusive"
+# The pipeline's environment block, as Jenkins gives it to every sh step.
+PIPELINE_ENV = dict(re.findall(r"^\s+([A-Z_]+) = '([^']*)'", JENKINSFILE, re.M))
 
 
 def _sh_steps() -> list[tuple[str, str]]:
@@ -115,7 +117,7 @@ def _archive(workspace: Path, night: int) -> Path:
 
 
 def test_two_nights_as_jenkins_runs_them_the_second_names_what_changed(workspace):
-    env = {"SHARDS": "3", "LAB_ARGS": LAB_ARGS}
+    env = {**PIPELINE_ENV, "LAB_ARGS": LAB_ARGS}
     _shards(workspace, env)
     description, verdict = _merge(workspace, env, archived=[])
     merged = workspace / "merged"
@@ -146,7 +148,7 @@ def test_two_nights_as_jenkins_runs_them_the_second_names_what_changed(workspace
 
 
 def test_the_merge_step_fails_when_a_shard_is_missing(workspace):
-    env = {"SHARDS": "3", "LAB_ARGS": LAB_ARGS}
+    env = {**PIPELINE_ENV, "LAB_ARGS": LAB_ARGS}
     assert _run(_step("setup"), workspace, env).returncode == 0
     done = _run(_step("shard"), workspace, {**env, "SHARD": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
