@@ -62,7 +62,9 @@ class CellHistory:
 
     @property
     def streak(self) -> int:
-        return len(self.cells) - self.since
+        """Nights in the current streak (those the cell ran in, unless it ran in none)."""
+        tail = self.cells[self.since:]
+        return sum(c is not None for c in tail) or len(tail)
 
 
 def read_nights(directories: list[Path]) -> list[Night]:
@@ -78,9 +80,18 @@ def read_nights(directories: list[Path]) -> list[Night]:
 
 
 def _since(statuses: list[str | None]) -> int:
+    """The first night of the current streak: the status it has now, nights it did not
+    run in between (a narrowed run) not breaking it."""
     since = len(statuses) - 1
-    while since > 0 and statuses[since - 1] == statuses[-1]:
-        since -= 1
+    if statuses[since] is None:
+        while since > 0 and statuses[since - 1] is None:
+            since -= 1
+        return since
+    for night in range(since - 1, -1, -1):
+        if statuses[night] not in (None, statuses[-1]):
+            break
+        if statuses[night] is not None:
+            since = night
     return since
 
 

@@ -88,3 +88,9 @@ def test_bad_nights_are_one_line_and_exit_2(tmp_path, capsys):
     (dirs[1] / "journal.jsonl").write_text('{"arch": "../x"}\n')
     assert main(["history", str(dirs[0]), str(dirs[1])]) == 2
     assert "journal.jsonl" in capsys.readouterr().err
+
+
+def test_a_night_the_cell_did_not_run_does_not_break_its_streak():
+    assert history._since(["FAIL", "XFAIL", "XFAIL", None, "XFAIL"]) == 1
+    assert history._since(["XFAIL", None, "PASS"]) == 2
+    assert history._since(["PASS", None, None]) == 1
