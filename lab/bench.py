@@ -50,7 +50,7 @@ def _arch_costs(lab: cfg.Lab, arches: list[str], kernels: list[str], cells: list
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.bench", allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--arch")
     parser.add_argument("--kernel")
     parser.add_argument("--test")

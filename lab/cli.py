@@ -494,8 +494,18 @@ def _baseline_option(parser: argparse.ArgumentParser) -> None:
                         help="an earlier run directory: matrix.html and the output open with what changed since")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse without prefix matching: `--ou` is not `--out`. An option is its whole
+    name, so what a CI parameter may not set cannot be reached by abbreviation.
+    Subcommands inherit the class (argparse builds them with type(parent))."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lab", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def selection(p, test: bool = True) -> None:
@@ -630,20 +640,24 @@ def _on_sighup(signum, frame):
     raise HungUp()
 
 
-# Options a CI parameter may not set: the pipeline owns where results go.
-_NOT_EXTRA = ("--extra-args", "--out", "--shard", "--resume")
+# Options a CI parameter may not set: the pipeline owns where results go (argparse dests).
+_NOT_EXTRA = ("extra_args", "out", "shard", "resume")
 
 
 def _with_extra_args(parser: argparse.ArgumentParser, argv: list[str], args):
-    """`lab run --extra-args STRING`: STRING's words parsed as if given on the command line."""
+    """`lab run --extra-args STRING`: STRING's words parsed as if given on the command line.
+
+    What the words may not set is checked on what argparse parsed, not on the words, so
+    no spelling (`--out=X`, a prefix, a short option) gets around it."""
     try:
         extra = shlex.split(args.extra_args)
     except ValueError as exc:
         parser.error(f"--extra-args {args.extra_args!r}: {exc}")
-    owned = [word for word in extra if word.split("=", 1)[0] in _NOT_EXTRA]
-    if owned:
-        parser.error(f"--extra-args may not set {owned[0].split('=', 1)[0]}: the pipeline sets it")
-    return parser.parse_args([*argv, *extra])
+    combined = parser.parse_args([*argv, *extra])
+    for dest in _NOT_EXTRA:
+        if getattr(combined, dest, None) != getattr(args, dest, None):
+            parser.error(f"--extra-args may not set --{dest.replace('_', '-')}: the pipeline sets it")
+    return combined
 
 
 def main(argv: list[str] | None = None) -> int:

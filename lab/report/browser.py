@@ -84,7 +84,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="screenshot a report page with headless Chromium")
+    parser = argparse.ArgumentParser(description="screenshot a report page with headless Chromium", allow_abbrev=False)
     parser.add_argument("page", type=Path)
     parser.add_argument("png", type=Path)
     parser.add_argument("--size", type=_size, default=(1400, 900), help="window WIDTHxHEIGHT (default 1400x900)")

@@ -161,7 +161,14 @@ def test_extra_args_are_options_split_like_shell_words_never_run(fake_host, caps
 
 @pytest.mark.parametrize("extra, complaint", [("--arch 'x", "No closing quotation"),
                                               ("--out=/tmp/elsewhere", "may not set --out"),
-                                              ("--shard 1/2", "may not set --shard")])
+                                              ("--shard 1/2", "may not set --shard"),
+                                              # issue 27 item 5: prefixes and the = form reach no owned option
+                                              ("--ou /tmp/x", "unrecognized arguments: --ou"),
+                                              ("--o=/tmp/x", "unrecognized arguments: --o=/tmp/x"),
+                                              ("--resu /tmp/x", "unrecognized arguments: --resu"),
+                                              ("--resume=/tmp/x", "may not set --resume"),
+                                              ("--extra-args=--out=/x", "may not set --extra-args"),
+                                              ("--sh 1/2", "unrecognized arguments: --sh")])
 def test_bad_extra_args_are_a_usage_error(fake_host, capsys, extra, complaint):
     with pytest.raises(SystemExit) as exc:
         main(["run", "--dry-run", f"--extra-args={extra}"])
