@@ -1,6 +1,10 @@
 """JUnit XML for Jenkins: one testsuite per (arch, kernel), classname lab.<arch>.<kernel>;
 a kselftest's subtests besides, one <testcase> each, classname lab.<arch>.<kernel>.<testcase>
-and their unique, stable names, so that Jenkins keeps a history per subtest."""
+and their unique, stable names, so that Jenkins keeps a history per subtest.
+
+Jenkins splits a classname at its last dot into package and class, so the dots
+inside names become '_' there: lab.i386-pae.6_1 is package lab.i386-pae, class 6_1
+(with the dot, it would be package lab.i386-pae.6, class 1)."""
 
 from __future__ import annotations
 
@@ -26,6 +30,12 @@ def xml_safe(text: str | None) -> str | None:
                         else f"\\u{ord(m.group(0)):04x}", text)
 
 
+def classname(*names: str) -> str:
+    """lab.<name>.<name>...: a dot only between the parts, so Jenkins' last-dot split
+    leaves the last name whole (names may hold dots: kernel 6.12-bpo, see lab.names)."""
+    return ".".join(["lab", *(name.replace(".", "_") for name in names)])
+
+
 def _test_case(cell) -> TestCase:
     stdout = cell.stdout
     if cell.kernel_excerpts:
@@ -34,7 +44,7 @@ def _test_case(cell) -> TestCase:
         stdout = "retried after: " + "; ".join(cell.retries) + "\n\n" + stdout
     if cell.attempts:
         stdout = f"{cell.rate} over {len(cell.attempts)} attempts\n{cell.attempts_text()}\n\n{stdout}"
-    case = TestCase(cell.testcase, classname=f"lab.{cell.arch}.{cell.kernel}", elapsed_sec=cell.duration_s,
+    case = TestCase(cell.testcase, classname=classname(cell.arch, cell.kernel), elapsed_sec=cell.duration_s,
                     stdout=xml_safe(stdout) or None, stderr=xml_safe(cell.stderr) or None)
     details = xml_safe(cell.console) or None
     message = xml_safe(cell.message)
@@ -60,7 +70,7 @@ def _test_case(cell) -> TestCase:
 def _subtest_cases(cell) -> list[TestCase]:
     cases = []
     for sub in cell.subtests:
-        case = TestCase(xml_safe(sub["name"]), classname=f"lab.{cell.arch}.{cell.kernel}.{cell.testcase}",
+        case = TestCase(xml_safe(sub["name"]), classname=classname(cell.arch, cell.kernel, cell.testcase),
                         elapsed_sec=0.0)
         expected = f" (expected FAIL: {sub['expected']})" if sub.get("expected") else ""
         detail = xml_safe(f"{sub['status']}: {sub['detail']}{expected}")

@@ -10,6 +10,7 @@ import pytest
 import xmlschema
 
 from lab.rundir import cell_page
+from lab.report.junit import classname
 from conftest import REPO, run_lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_orphan_qemu")]
@@ -65,7 +66,7 @@ def test_counts_agree_in_results_junit_and_html(cow_run):
     junit = ET.parse(out / "junit.xml").getroot()
     matrix = (out / "matrix.html").read_text()
     for (arch, kernel), cell in cells.items():
-        cases = junit.findall(f".//testcase[@classname='lab.{arch}.{kernel}.cow']")
+        cases = junit.findall(f".//testcase[@classname='{classname(arch, kernel, 'cow')}']")
         assert sorted(c.get("name") for c in cases) == sorted(s["name"] for s in cell["subtests"])
         failed = sum(s["status"] in ("FAIL", "XPASS") for s in cell["subtests"])
         assert sum(c.find("failure") is not None for c in cases) == failed

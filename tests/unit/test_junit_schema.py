@@ -69,7 +69,30 @@ def test_each_subtest_is_a_testcase_of_its_own(tmp_path):
     write_reports(tmp_path, [cell], meta)
     assert list(SCHEMA.iter_errors(str(tmp_path / "junit.xml"))) == []
     cases = SCHEMA.to_dict(str(tmp_path / "junit.xml"))["testsuite"][0]["testcase"]
-    assert [c["@classname"] for c in cases] == ["lab.riscv64.6.12"] + ["lab.riscv64.6.12.cow"] * 5
+    assert [c["@classname"] for c in cases] == ["lab.riscv64.6_12"] + ["lab.riscv64.6_12.cow"] * 5
     assert cases[1]["@name"].startswith("Basic COW ... ctrl \\x00") and "failure" not in cases[1]
     assert [("failure" in c, "skipped" in c) for c in cases[2:]] == [(True, False), (False, True), (False, True),
                                                                       (True, False)]
+
+
+def _jenkins_split(classname: str) -> tuple[str, str]:
+    """hudson.tasks.junit.CaseResult: the package is what comes before the last dot,
+    the class what follows it ("(root)" when there is no dot)."""
+    package, dot, cls = classname.rpartition(".")
+    return (package, cls) if dot else ("(root)", classname)
+
+
+def test_jenkins_shows_arch_as_package_and_kernel_as_class(tmp_path):
+    """Issue 27 item 16: lab.i386-pae.6.1 was split by Jenkins into package lab.i386-pae.6, class 1."""
+    cells = [CellResult("i386-pae", "6.1", "swp_exclusive", "PASS", "ok"),
+             CellResult("sparc64", "6.12-bpo", "cow", "FAIL", "fail 1",
+                        subtests=[{"number": 1, "name": "Basic COW", "status": "FAIL", "detail": "x", "section": ""}])]
+    meta = {"run_id": "r", "started": "", "finished": "", "arches": ["i386-pae", "sparc64"],
+            "kernels": ["6.1", "6.12-bpo"], "testcases": ["swp_exclusive", "cow"],
+            "jobs": [["i386-pae", "6.1"], ["sparc64", "6.12-bpo"]]}
+    write_reports(tmp_path, cells, meta)
+    assert list(SCHEMA.iter_errors(str(tmp_path / "junit.xml"))) == []
+    shown = {_jenkins_split(c["@classname"]) + (c["@name"],)
+             for suite in SCHEMA.to_dict(str(tmp_path / "junit.xml"))["testsuite"] for c in suite["testcase"]}
+    assert shown == {("lab.i386-pae", "6_1", "swp_exclusive"), ("lab.sparc64", "6_12-bpo", "cow"),
+                     ("lab.sparc64.6_12-bpo", "cow", "Basic COW")}

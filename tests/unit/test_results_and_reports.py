@@ -109,11 +109,11 @@ def test_reports(tmp_path):
     suites = {s.get("name"): s for s in root.iter("testsuite")}
     assert set(suites) == {"lab.i386-pae.6.1", "lab.i386-pae.6.12"}
     cases = {(tc.get("classname"), tc.get("name")): tc for tc in root.iter("testcase")}
-    fail = cases["lab.i386-pae.6.1", "swp_exclusive"]
+    fail = cases["lab.i386-pae.6_1", "swp_exclusive"]
     assert fail.find("failure").get("message") == "FAIL: page was replaced during COW"
-    assert cases["lab.i386-pae.6.1", "other"].find("error") is not None
-    assert cases["lab.i386-pae.6.12", "other"].find("failure").get("type") == "TIMEOUT"
-    assert cases["lab.i386-pae.6.12", "swp_exclusive"].find("failure") is None
+    assert cases["lab.i386-pae.6_1", "other"].find("error") is not None
+    assert cases["lab.i386-pae.6_12", "other"].find("failure").get("type") == "TIMEOUT"
+    assert cases["lab.i386-pae.6_12", "swp_exclusive"].find("failure") is None
 
     html = (tmp_path / "matrix.html").read_text()
     assert 'data-status="FAIL"' in html and 'data-status="PASS"' in html
@@ -164,9 +164,9 @@ def test_reports_show_expected_and_actual(tmp_path):
             "[expected FAIL, actual FAIL: fixed in 6.3]") in text
     root = ET.parse(tmp_path / "junit.xml").getroot()
     cases = {tc.get("classname"): tc for tc in root.iter("testcase")}
-    assert cases["lab.i386.6.1"].find("skipped").text.startswith("XFAIL: expected FAIL (fixed in 6.3)")
-    assert cases["lab.i386.6.1"].find("failure") is None
-    assert cases["lab.sparc64.6.1"].find("failure").get("type") == "XPASS"
+    assert cases["lab.i386.6_1"].find("skipped").text.startswith("XFAIL: expected FAIL (fixed in 6.3)")
+    assert cases["lab.i386.6_1"].find("failure") is None
+    assert cases["lab.sparc64.6_1"].find("failure").get("type") == "XPASS"
     html = (tmp_path / "matrix.html").read_text()
     assert 'data-status="XFAIL"' in html and "expected FAIL, actual FAIL" in html
     page = (tmp_path / "cells/sparc64__6.1__swp_exclusive.html").read_text()
