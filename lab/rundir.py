@@ -3,7 +3,7 @@
     run.json          the plan and facts of the run, written first (read back by
                       --resume, `lab merge`, `lab report`, `lab compare`)
     journal.jsonl     one line per finished cell (lab.journal)
-    results.json, junit.xml, matrix.html, cells/<arch>__<kernel>__<testcase>.html
+    results.json, junit.xml, matrix.html, cells/<arch>~<kernel>~<testcase>.html
                       the reports, written from the journal (lab.report)
     logs/<arch>/<kernel>/console[-N].log (+ .cmdline), logs/.../<testcase>/[attempt-N/]
                       consoles and each cell's stdout, stderr and console
@@ -37,6 +37,7 @@ JUNIT = "junit.xml"
 MATRIX = "matrix.html"
 CELLS = "cells"  # one HTML page per cell
 LOGS = "logs"
+_PAGE_SEPARATOR = "~"
 MERGE_PROBLEMS = "merge-problems.txt"
 CHANGES = "changes.txt"
 HISTORY = "history.html"  # lab history: this night and earlier ones
@@ -123,8 +124,11 @@ def cell_logs(job_logs_dir: Path, testcase: str, attempt: int | None) -> Path:
 
 
 def cell_page(arch: str, kernel: str, testcase: str) -> str:
-    """A cell's HTML page, relative to the run directory (and to matrix.html)."""
-    return f"{CELLS}/{arch}__{kernel}__{testcase}.html"
+    """A cell's HTML page, relative to the run directory (and to matrix.html).
+
+    '~' is no name's character (lab.names), so no two cells share a page: with '__'
+    a__b/c/t and a/b__c/t did."""
+    return f"{CELLS}/{arch}{_PAGE_SEPARATOR}{kernel}{_PAGE_SEPARATOR}{testcase}.html"
 
 
 def read_run(directory: Path) -> tuple[dict, list[CellResult]]:

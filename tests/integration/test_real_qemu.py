@@ -535,7 +535,7 @@ def test_kernel_warning_during_a_passing_test_is_on_the_cell(artifacts, repo_cop
     assert "kernel said: " in proc.stdout
     junit = (out / "junit.xml").read_text()
     assert "mm/lab_injected.c:1" in junit
-    page = (out / "cells/i386-pae__6.12__warner.html").read_text()
+    page = (out / "cells/i386-pae~6.12~warner.html").read_text()
     assert "Kernel reports on the console" in page and "lab_injected_warn" in page
 
 
@@ -566,7 +566,7 @@ def test_a_test_printing_100_mib_is_capped_and_reported_in_bounded_space(artifac
     assert len(cell["stdout"]) < 100_000 and "bytes cut here; the full output is in stdout.txt" in cell["stdout"]
     log = (out / "logs/i386-pae/6.12/flood/stdout.txt").read_bytes()
     assert (64 << 20) <= len(log) < (64 << 20) + 200 and log.endswith(b"more bytes were not kept]\n")
-    for report in ("results.json", "journal.jsonl", "junit.xml", "cells/i386-pae__6.12__flood.html"):
+    for report in ("results.json", "journal.jsonl", "junit.xml", "cells/i386-pae~6.12~flood.html"):
         assert (out / report).stat().st_size < 1_000_000, report
 
 

@@ -117,9 +117,9 @@ def test_reports(tmp_path):
 
     html = (tmp_path / "matrix.html").read_text()
     assert 'data-status="FAIL"' in html and 'data-status="PASS"' in html
-    assert 'href="cells/i386-pae__6.1__swp_exclusive.html"' in html
+    assert 'href="cells/i386-pae~6.1~swp_exclusive.html"' in html
     assert "&lt;x&gt;" in html  # messages are escaped
-    page = (tmp_path / "cells/i386-pae__6.1__swp_exclusive.html").read_text()
+    page = (tmp_path / "cells/i386-pae~6.1~swp_exclusive.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
     assert 'href="../logs/i386-pae/6.1/swp_exclusive/stdout.txt"' in page
 
@@ -169,7 +169,7 @@ def test_reports_show_expected_and_actual(tmp_path):
     assert cases["lab.sparc64.6_1"].find("failure").get("type") == "XPASS"
     html = (tmp_path / "matrix.html").read_text()
     assert 'data-status="XFAIL"' in html and "expected FAIL, actual FAIL" in html
-    page = (tmp_path / "cells/sparc64__6.1__swp_exclusive.html").read_text()
+    page = (tmp_path / "cells/sparc64~6.1~swp_exclusive.html").read_text()
     assert "<th>expected</th><td>FAIL: fixed in 6.3</td>" in page and "<th>actual</th><td>PASS</td>" in page
 
 
@@ -222,7 +222,7 @@ def test_reports_show_attempt_rates(tmp_path):
     (case,) = list(root.iter("testcase"))
     assert case.find("failure").get("message") == "FAIL: run 2 (FAIL 1/3)"
     assert "attempt 2: FAIL (5.0 s): FAIL: run 2" in case.find("system-out").text
-    page = (tmp_path / "cells/i386-pae__6.1__odirect_swapout.html").read_text()
+    page = (tmp_path / "cells/i386-pae~6.1~odirect_swapout.html").read_text()
     assert "<h2>Attempts: FAIL 1/3</h2>" in page and "<th>iterations</th><td>30</td>" in page
 
 
@@ -234,7 +234,7 @@ def test_kernel_excerpts_in_junit_and_html(tmp_path):
     write_reports(tmp_path, [cell], meta)
     (case,) = list(ET.parse(tmp_path / "junit.xml").getroot().iter("testcase"))
     assert excerpt in case.find("system-out").text
-    page = (tmp_path / "cells/i386-pae__6.1__swp_exclusive.html").read_text()
+    page = (tmp_path / "cells/i386-pae~6.1~swp_exclusive.html").read_text()
     assert "<h2>Kernel reports on the console</h2>" in page and "[ cut here ]" in page
     assert "kernel messages" in (tmp_path / "matrix.html").read_text()
 

@@ -55,7 +55,7 @@ def test_run_json_and_every_report_are_written_atomically(tmp_path, monkeypatch,
                                                                                real(path, data, mode)))
     run = _run_dir(tmp_path)
     assert main(["report", str(run)]) == 0
-    assert {"results.json", "junit.xml", "matrix.html", "i386-pae__6.1__swp_exclusive.html"} <= set(written)
+    assert {"results.json", "junit.xml", "matrix.html", "i386-pae~6.1~swp_exclusive.html"} <= set(written)
     assert main(["merge", str(run), "--out", str(tmp_path / "merged")]) == 0
     assert "run.json" in written
 
@@ -142,3 +142,11 @@ def test_a_crash_inside_a_job_still_reports_the_finished_cells(fake_host, tmp_pa
             in err)
     assert [c["status"] for c in json.loads((out / "results.json").read_text())["cells"]] == ["PASS"]
     assert (out / "junit.xml").is_file() and (out / "matrix.html").is_file()
+
+
+def test_no_two_cells_share_a_page():
+    """Issue 27 item 12: with '__' between names, a__b/c/t and a/b__c/t had one page."""
+    from lab.rundir import cell_page
+    cells = [("a__b", "c", "t"), ("a", "b__c", "t"), ("a", "b", "c__t"), ("a__b__c", "x", "t"), ("a", "b", "c")]
+    assert len({cell_page(*cell) for cell in cells}) == len(cells)
+    assert all(cell_page(*cell).count("/") == 1 for cell in cells)
