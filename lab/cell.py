@@ -18,7 +18,7 @@ from lab import ktap
 from lab.capture import excerpt
 from lab.config import Expectation, Testcase
 from lab.console import kernel_excerpts, kernel_problems, last_line, panic_line
-from lab.errors import InfraError
+from lab.errors import GuestOutputError, InfraError
 from lab.guest import RunningGuest
 from lab.remote import CommandResult
 from lab.results import CellResult, parse_metrics
@@ -138,8 +138,11 @@ def _judge_subtests(cell: CellResult, stdout_log: Path, expectations: tuple[Expe
     """A kselftest: every subtest from its TAP (also when cut short: what it printed
     counts), and the cell's status from them (XFAIL where every failure is expected),
     unless the exit says worse, or the status is `final` (the guest crashed or was lost)."""
-    text = stdout_log.read_text(errors="replace") if stdout_log.exists() else ""
-    report = ktap.parse(text)
+    try:
+        report = ktap.parse(_read_bounded(stdout_log, ktap.MAX_TAP_BYTES))
+    except GuestOutputError as exc:
+        cell.status, cell.message = "ERROR", f"could not judge the subtests: {exc}"
+        return
     for expectation in expectations:
         report.expect(expectation.subtests, expectation.reason)
     cell.subtests = [dataclasses.asdict(s) for s in report.subtests]
@@ -149,12 +152,25 @@ def _judge_subtests(cell: CellResult, stdout_log: Path, expectations: tuple[Expe
             cell.message += f" (after {len(cell.subtests)} subtests)"
         return
     status, message = verdict
+    if not report.subtests and report.bail_out is None and cell.status != "PASS":
+        return  # the exit code wins over an empty plan: 1 failed, 4 skipped the whole test
     if cell.exit_code == 1 and status in ("PASS", "SKIP"):
         status, message = "FAIL", f"exit code 1 although the subtests say {status}: {message}"
     cell.status, cell.message = status, message
     if reasons := [s.expected for s in report.subtests if s.expected]:
         # Shown beside the cell, and compared between runs: set whatever the outcome.
         cell.expected, cell.expected_reason = "FAIL", reasons[0]
+
+
+def _read_bounded(path: Path, limit: int) -> str:
+    """A log's text; GuestOutputError if it holds more than `limit` bytes."""
+    if not path.exists():
+        return ""
+    with path.open("rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise GuestOutputError(f"the test printed more than the {limit >> 20} MiB of TAP the lab reads")
+    return data.decode(errors="replace")
 
 
 def _judge_result(cell: CellResult, result: CommandResult, timeout_s: float) -> bool:

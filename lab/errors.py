@@ -64,3 +64,8 @@ class SshError(InfraError):
 
 class HostKeyMismatch(SshError):
     """The guest presented a host key that is not its image's pinned key."""
+
+
+class GuestOutputError(InfraError):
+    """What a test printed cannot be judged (more than the lab reads, or too slow to read):
+    its cell is ERROR, the run goes on."""

@@ -19,14 +19,27 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import time
 from dataclasses import dataclass, field, replace
 
 from tap.parser import Parser
 
-_CONTEXT = re.compile(r"^#\s*\[(RUN|INFO)\]\s*(.*?)\s*$")
-_TOTALS = re.compile(r"^#\s*Totals:\s*(.*)$")
-# ok/not ok + directive -> status. TAP's TODO is an expected failure.
-_DIRECTIVES = {"SKIP": "SKIP", "XFAIL": "XFAIL", "XPASS": "XPASS", "TODO": "XFAIL"}
+from lab.errors import GuestOutputError
+
+# The text is the guest's: every pattern here is linear in the line (no lazy group
+# before an optional tail), numbers have a bounded number of digits, lines are cut
+# to a bounded length before any pattern sees them, and the whole parse has a deadline.
+_CONTEXT = re.compile(r"#\s*\[(RUN|INFO)\](.*)")
+_TOTALS = re.compile(r"#\s*Totals:(.*)")
+_COUNT = re.compile(r"(\w{1,32}):(\d{1,9})(?!\d)")
+MAX_LINE_CHARS = 4096  # kselftest lines are under 200; the rest of a longer line is not read
+MAX_TAP_BYTES = 16 << 20  # cow on arm64 6.12 prints about 90 KiB
+PARSE_TIMEOUT_S = 60.0
+MAX_NUMBER = 1_000_000  # a plan or test number above this is no kselftest's (cow plans 655)
+# ok/not ok + directive -> status. TAP's TODO is an expected failure when it fails and
+# an unexpected pass when it passes (TAP 13: "ok # TODO" is a bonus, not a failure).
+_DIRECTIVES = {"SKIP": "SKIP", "XFAIL": "XFAIL", "XPASS": "XPASS"}
+_TODO = {True: "XPASS", False: "XFAIL"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,7 @@ class Report:
     planned: int | None = None  # the "1..N" line
     totals: dict[str, int] = field(default_factory=dict)  # the "# Totals:" line
     bail_out: str | None = None  # the reason after "Bail out!"
+    skipped_whole: str | None = None  # the reason of "1..0 # SKIP reason": the test skipped everything
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -65,8 +79,10 @@ class Report:
     def verdict(self) -> tuple[str, str] | None:
         """(status, message) of the whole test from its subtests; None when it printed
         no TAP at all (the caller judges by the exit code)."""
-        if not self.subtests and self.planned is None and self.bail_out is None:
-            return None
+        if not self.subtests and self.bail_out is None:
+            if self.skipped_whole is not None:
+                return "SKIP", f"skipped whole: {self.skipped_whole or 'no reason given'}"
+            return None  # no TAP, or an empty plan: the exit code says it
         counts = self.counts()
         summary = " · ".join(f"{status.lower()} {n}" for status, n in sorted(counts.items())) or "no subtests"
         failed = [s for s in self.subtests if s.status == "FAIL"]
@@ -99,8 +115,15 @@ class _Pending:
     section: str
 
 
-def parse(text: str) -> Report:
-    """Every subtest in kselftest output (also cut short: what was printed counts)."""
+def parse(text: str, timeout_s: float = PARSE_TIMEOUT_S) -> Report:
+    """Every subtest in kselftest output (also cut short: what was printed counts).
+
+    Raises GuestOutputError when the text cannot be judged: more than MAX_TAP_BYTES,
+    or not read within timeout_s."""
+    if len(text) > MAX_TAP_BYTES:
+        raise GuestOutputError(f"the test printed {len(text) >> 20} MiB, more than the "
+                               f"{MAX_TAP_BYTES >> 20} MiB of TAP the lab reads")
+    deadline = time.monotonic() + timeout_s
     report, pending = Report(), []
     parser = Parser()
     context, section, heading_candidate = "", "", None
@@ -108,9 +131,11 @@ def parse(text: str) -> Report:
     # each test with an [INFO] line; in cow an [INFO] there is a note on the [RUN]).
     run_since_result, info_since_result = False, None
     for raw in text.splitlines():
-        line = raw.rstrip()
+        if time.monotonic() > deadline:
+            raise GuestOutputError(f"its TAP output was not read within {timeout_s:.0f} s")
+        line = raw[:MAX_LINE_CHARS].strip()
         if match := _CONTEXT.match(line):
-            kind, said = match.groups()
+            kind, said = match.group(1), match.group(2).strip()
             if heading_candidate is not None and kind == "RUN":
                 section = heading_candidate  # a context line with no result of its own was a heading
             heading_candidate = said
@@ -120,11 +145,18 @@ def parse(text: str) -> Report:
                 info_since_result = said
             continue
         if match := _TOTALS.match(line):
-            report.totals = {k: int(v) for k, v in re.findall(r"(\w+):(\d+)", match.group(1))}
+            report.totals = {k: int(v) for k, v in _COUNT.findall(match.group(1))}
             continue
-        parsed = parser.parse_line(line)
+        try:
+            parsed = parser.parse_line(line)
+        except ValueError:  # a number past Python's digit limit: not TAP kselftest prints
+            continue
+        if max(getattr(parsed, "expected_tests", 0) or 0, getattr(parsed, "number", 0) or 0) > MAX_NUMBER:
+            continue
         if parsed.category == "plan":
             report.planned = parsed.expected_tests
+            if parsed.expected_tests == 0 and parsed.skip:
+                report.skipped_whole = (parsed.directive.reason or "").strip()
         elif parsed.category == "bail":
             report.bail_out = parsed.reason.strip()
         elif parsed.category == "test":
@@ -139,7 +171,7 @@ def parse(text: str) -> Report:
 def _result(parsed, context: str, section: str) -> _Pending:
     directive = (parsed.directive.text or "").strip()
     word, _, reason = directive.partition(" ")
-    status = _DIRECTIVES.get(word.upper())
+    status = _TODO[bool(parsed.ok)] if word.upper() == "TODO" else _DIRECTIVES.get(word.upper())
     if status is None:
         status, detail = ("PASS" if parsed.ok else "FAIL"), parsed.description.strip() or directive
     else:

@@ -209,7 +209,8 @@ def _subtests_problem(subtests: list) -> str | None:
     return None
 
 
-_RESULT_LINE = re.compile(r"^result:((?:\s+[A-Za-z_][\w.]*=-?[0-9]+(?:\.[0-9]+)?)+)\s*$")
+# Digits are bounded: int() of more than 4300 digits raises, and the line is the guest's.
+_RESULT_LINE = re.compile(r"^result:((?:\s+[A-Za-z_][\w.]{0,63}=-?[0-9]{1,18}(?:\.[0-9]{1,18})?)+)\s*$")
 
 
 def parse_metrics(stdout: str) -> dict[str, float]:

@@ -246,3 +246,58 @@ def test_a_closing_bail_out_after_only_expected_failures_is_xfail():
     cut = ktap.parse(text.split("# [INFO] Page migration\n")[0] + "Bail out! 2 out of 6 tests failed\n")
     cut.expect(("PTRACE write access*",), "known")
     assert cut.verdict() == ("FAIL", "xfail 2; Bail out! 2 out of 6 tests failed")
+
+
+# Issue 27 item 13: a whole-test skip, and TAP's TODO read by what it means.
+def test_an_empty_plan_with_skip_is_a_whole_test_skip_and_the_exit_code_wins(tmp_path):
+    from lab.cell import _judge_subtests
+    assert ktap.parse("TAP version 13\n1..0 # SKIP no hugetlb pages\n").verdict() == (
+        "SKIP", "skipped whole: no hugetlb pages")
+    assert ktap.parse("1..0\n").verdict() is None, "an empty plan alone: the exit code says it"
+    log = tmp_path / "stdout.txt"
+    for tap, exit_code, status in [("1..0 # SKIP no hugetlb pages\n", 4, "SKIP"),
+                                   ("1..0 # SKIP no hugetlb pages\n", 0, "SKIP"),
+                                   ("1..0 # SKIP no hugetlb pages\n", 1, "FAIL"),
+                                   ("1..0\n", 4, "SKIP"), ("1..0\n", 1, "FAIL"), ("1..0\n", 0, "PASS")]:
+        log.write_text(tap)
+        cell = _cell(exit_code, {0: "PASS", 1: "FAIL", 4: "SKIP"}[exit_code])
+        _judge_subtests(cell, log, ())
+        assert cell.status == status, (tap, exit_code, cell.message)
+
+
+def test_todo_is_an_expected_failure_only_when_it_fails():
+    assert [s.status for s in ktap.parse("1..2\nnot ok 1 a # TODO later\nok 2 b # TODO later\n").subtests] == [
+        "XFAIL", "XPASS"]
+
+
+# Issue 27 item 8: guest text can make one cell ERROR, never the run.
+def test_numbers_past_pythons_digit_limit_are_not_an_exception():
+    report = ktap.parse("1..1\nok 1 a\n# Totals: fail:0 pass:" + "9" * 5000 + "\n1.." + "9" * 5000 + "\n"
+                        "ok " + "7" * 5000 + " b\n")
+    assert report.verdict() == ("PASS", "pass 1") and report.totals == {"fail": 0}
+
+
+def test_a_long_line_of_spaces_is_read_in_linear_time():
+    import time
+    start = time.monotonic()
+    ktap.parse(("# [RUN] x" + " " * 20_000 + "x\n") * 3 + ("#" + " " * 1_000_000 + "[INFO]\n") * 3)
+    assert time.monotonic() - start < 2.0
+
+
+def test_too_much_or_too_slow_tap_is_an_error_cell(tmp_path, monkeypatch):
+    from lab.cell import _judge_subtests
+    from lab.errors import GuestOutputError
+    with pytest.raises(GuestOutputError, match="not read within 0 s"):
+        ktap.parse("1..2\nok 1 a\n" * 1000, timeout_s=0.0)
+    monkeypatch.setattr(ktap, "MAX_TAP_BYTES", 1 << 20)
+    log = tmp_path / "stdout.txt"
+    log.write_text("1..1\nok 1 a\n" + "# x\n" * (1 << 18))
+    cell = _cell(0, "PASS")
+    _judge_subtests(cell, log, ())
+    assert cell.status == "ERROR" and "more than the 1 MiB of TAP" in cell.message
+
+
+def test_a_result_line_with_a_huge_number_is_no_metric():
+    from lab.results import parse_metrics
+    assert parse_metrics("result: iterations=" + "9" * 5000 + "\n") == {}
+    assert parse_metrics("result: iterations=12 rate=1.5\n") == {"iterations": 12, "rate": 1.5}
