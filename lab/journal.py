@@ -12,7 +12,12 @@ import sys
 import threading
 from pathlib import Path
 
+from lab import safe_read
+from lab.errors import RunDataError
 from lab.results import CellResult
+
+# A full default plan's journal, cow subtests included, is a few MiB.
+MAX_BYTES = 256 * safe_read.MIB
 
 
 class Journal:
@@ -37,14 +42,17 @@ class Journal:
     def read(path: Path) -> list[CellResult]:
         """All complete records; a truncated last line (a crash mid-write) is skipped with a warning."""
         cells: list[CellResult] = []
-        if not path.exists():
+        try:
+            lines = safe_read.read_text(path, MAX_BYTES).splitlines()
+        except FileNotFoundError:
             return cells
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
+            except RecursionError:
+                raise RunDataError(f"{path}:{number}: nested too deeply to be a cell record") from None
             except ValueError as exc:
                 print(f"warning: {path}:{number}: ignoring a cut-off journal line ({exc})", file=sys.stderr)
                 continue

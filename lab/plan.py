@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import config as cfg
-from lab import rundir
+from lab import rundir, safe_read
 from lab.config import Arch, KernelSource, Lab, Testcase
 from lab.errors import UserError
 
 MAX_SHARDS = 1000
+RESULTS_MAX_BYTES = 256 * safe_read.MIB
 
 
 @dataclass(frozen=True)
@@ -152,13 +153,13 @@ def job_costs(results_json: Path | None) -> dict[tuple[str, str], float]:
         results_json = results_json / rundir.RESULTS
     costs: dict[tuple[str, str], float] = {}
     try:
-        for cell in json.loads(results_json.read_text())["cells"]:
+        for cell in json.loads(safe_read.read_text(results_json, RESULTS_MAX_BYTES, UserError))["cells"]:
             key = (cell["arch"], cell["kernel"])
             seconds = float(cell.get("duration_s", 0.0)) + float(cell.get("timings", {}).get("ssh_s", 0.0))
             if not (isinstance(key[0], str) and isinstance(key[1], str) and 0 <= seconds < 1e9):
                 raise ValueError(f"a cell with arch {key[0]!r}, kernel {key[1]!r}, {seconds} seconds")
             costs[key] = costs.get(key, 0.0) + seconds
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
         raise UserError(f"--shard-costs {results_json}: not a results.json ({type(exc).__name__}: {exc})") from None
     return costs
 

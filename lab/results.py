@@ -179,10 +179,66 @@ def _record_problem(data) -> str | None:
         return f"status: {data['status']!r} is not one of {', '.join(STATUSES)}"
     if problem := _subtests_problem(data.get("subtests", [])):
         return problem
+    if problem := _inner_problem(data):
+        return problem
     logs = [data.get("logs", {})] + [a.get("logs", {}) for a in data.get("attempts", []) if isinstance(a, dict)]
     for path in (p for entry in logs if isinstance(entry, dict) for p in entry.values()):
         if not names.is_safe_relative_path(path):
             return f"logs: {str(path)[:60]!r} is not a path inside the run directory"
+    return None
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _mapping(check):
+    return lambda value: isinstance(value, dict) and all(isinstance(k, str) and check(v) for k, v in value.items())
+
+
+_RATE = re.compile(rf"(?:{'|'.join(STATUSES)}) [0-9]{{1,5}}/[0-9]{{1,5}}")
+# The inside of each container field: (check, what is allowed). Reports, history and
+# merge index into these, so a record from another machine is checked all the way down.
+_INNER_FIELDS = {
+    "kernel_messages": (_strings, "a list of strings"),
+    "kernel_excerpts": (_strings, "a list of strings"),
+    "retries": (_strings, "a list of strings"),
+    "logs": (_mapping(lambda v: isinstance(v, str)), "an object of name -> path"),
+    "provenance": (_mapping(lambda v: isinstance(v, str)), "an object of name -> string"),
+    "timings": (_mapping(_finite), "an object of name -> seconds (a finite number)"),
+    "metrics": (_mapping(_finite), "an object of name -> finite number"),
+    "rate": (lambda v: v == "" or _RATE.fullmatch(v) is not None, "empty or STATUS N/M, e.g. 'FAIL 2/10'"),
+}
+_ATTEMPT_FIELDS = {
+    "attempt": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 10000, "a number from 1"),
+    "status": (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
+    "exit_code": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "an integer or null"),
+    "duration_s": (_finite, "a finite number"),
+    "message": (lambda v: isinstance(v, str), "a string"),
+    "metrics": _INNER_FIELDS["metrics"],
+    "logs": _INNER_FIELDS["logs"],
+}
+
+
+def _inner_problem(data: dict) -> str | None:
+    """Why a container field's contents (maybe another machine's) do not fit, or None."""
+    for name, (fits, allowed) in _INNER_FIELDS.items():
+        if name in data and not fits(data[name]):
+            return f"{name}: expected {allowed}, got {str(data[name])[:40]!r}"
+    for i, attempt in enumerate(data.get("attempts", [])):
+        if not isinstance(attempt, dict):
+            return f"attempts[{i}]: expected an object, got {str(attempt)[:40]!r}"
+        if unknown := sorted(set(attempt) - set(_ATTEMPT_FIELDS)):
+            return f"attempts[{i}]: unknown field {unknown[0]!r}"
+        for name, (fits, allowed) in _ATTEMPT_FIELDS.items():
+            if name not in attempt:
+                return f"attempts[{i}]: missing field {name!r}"
+            if not fits(attempt[name]):
+                return f"attempts[{i}].{name}: expected {allowed}, got {str(attempt[name])[:40]!r}"
     return None
 
 

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from lab import atomic, names
+from lab import atomic, names, safe_read
 from lab.errors import RunDataError, UserError
 from lab.journal import Journal
 from lab.results import CellResult
@@ -44,6 +44,7 @@ HISTORY = "history.html"  # lab history: this night and earlier ones
 TRACEBACK = "lab-traceback.txt"
 SCRATCH = ".scratch"  # scratch disks of the guests: removed at the end and at a resume
 LOCK = ".lock"
+RUN_PLAN_MAX_BYTES = 16 * safe_read.MIB  # the default plan's run.json is about 10 KiB
 _TEXT_FIELDS = ("run_id", "started", "finished", "host", "shard", "plan_id")
 
 
@@ -81,13 +82,13 @@ def read(directory: Path, *, required: bool = True) -> dict | None:
     None when it is absent and not required."""
     path = directory / RUN_PLAN
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(safe_read.read_text(path, RUN_PLAN_MAX_BYTES))
     except FileNotFoundError:
         if required:
             raise RunDataError(f"{path}: missing (is {directory} a run directory written by `lab run`?)") from None
         return None
-    except (OSError, ValueError) as exc:
-        raise RunDataError(f"{path}: not readable JSON ({exc})") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise RunDataError(f"{path}: not readable JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
     problem = plan_problem(meta)
     if problem is None and "plan" in meta:
         problem = plan_problem(meta["plan"])
@@ -134,7 +135,7 @@ def cell_page(arch: str, kernel: str, testcase: str) -> str:
 def read_run(directory: Path) -> tuple[dict, list[CellResult]]:
     """A run directory's meta (run.json; without one, defaults) and cells (journal.jsonl), checked."""
     path = directory / JOURNAL
-    if not path.is_file():
+    if not os.path.lexists(path):  # anything else there is checked by Journal.read
         raise UserError(f"{path}: no journal here (expected a run directory written by `lab run`)")
     meta = read(directory, required=False) or {}
     return {"run_id": directory.name, "started": "", "finished": "", **meta}, Journal.read(path)

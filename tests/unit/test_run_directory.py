@@ -150,3 +150,83 @@ def test_no_two_cells_share_a_page():
     cells = [("a__b", "c", "t"), ("a", "b__c", "t"), ("a", "b", "c__t"), ("a__b__c", "x", "t"), ("a", "b", "c")]
     assert len({cell_page(*cell) for cell in cells}) == len(cells)
     assert all(cell_page(*cell).count("/") == 1 for cell in cells)
+
+
+def _one_line_exit_2(argv, capsys, *expected, timeout_s=10.0):
+    import time
+    start = time.monotonic()
+    assert main(argv) == 2
+    assert time.monotonic() - start < timeout_s
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "internal error" not in err, err
+    for text in expected:
+        assert text in err, err
+
+
+@pytest.mark.parametrize("name", ["journal.jsonl", "run.json"])
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero", "device"])
+def test_run_files_that_are_fifos_devices_or_links_are_refused_at_once(tmp_path, capsys, name, kind):
+    """Issue 27 item 7: `lab report`, `lab merge` and --baseline blocked for ever (a FIFO)
+    or died with MemoryError (a link to /dev/zero)."""
+    run = _run_dir(tmp_path)
+    path = run / name
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        os.mknod(path, 0o600 | __import__("stat").S_IFCHR, os.makedev(1, 5))  # what /dev/zero is
+    else:
+        path.symlink_to("/dev/zero")
+    for argv in (["report", str(run)], ["merge", str(run), "--out", str(tmp_path / "m")],
+                 ["compare", str(run), str(run)]):
+        _one_line_exit_2(argv, capsys, str(path), "expected a regular file")
+
+
+def test_a_huge_run_file_is_refused_not_read_whole(tmp_path, capsys, monkeypatch):
+    from lab import journal
+    run = _run_dir(tmp_path)
+    monkeypatch.setattr(journal, "MAX_BYTES", 100)
+    _one_line_exit_2(["report", str(run)], capsys, "journal.jsonl: larger than 100 bytes")
+
+
+def test_shard_costs_that_is_a_fifo_or_has_a_huge_number_is_one_line(fake_host, tmp_path, capsys):
+    costs = tmp_path / "results.json"
+    os.mkfifo(costs)
+    _one_line_exit_2(["run", "--dry-run", "--shard", "1/2", "--shard-costs", str(costs)], capsys,
+                     "results.json: is not a regular file")
+    costs.unlink()
+    costs.write_text('{"cells": [{"arch": "a", "kernel": "k", "duration_s": 1' + "0" * 400 + "}]}")
+    _one_line_exit_2(["run", "--dry-run", "--shard", "1/2", "--shard-costs", str(costs)], capsys,
+                     f"--shard-costs {costs}: not a results.json (OverflowError")
+
+
+@pytest.mark.parametrize("field, value, complaint", [
+    ("attempts", [{}], "attempts[0]: missing field 'attempt'"),
+    ("attempts", [1], "attempts[0]: expected an object, got '1'"),
+    ("attempts", [{"attempt": 1, "status": 5, "exit_code": 0, "duration_s": 1.0, "message": "", "metrics": {},
+                   "logs": {}}], "attempts[0].status: expected one of PASS"),
+    ("rate", " ", "rate: expected empty or STATUS N/M"),
+    ("timings", {"boot_s": "x"}, "timings: expected an object of name -> seconds"),
+    ("retries", [1], "retries: expected a list of strings"),
+    ("kernel_excerpts", [1], "kernel_excerpts: expected a list of strings"),
+    ("metrics", {"n": None}, "metrics: expected an object of name -> finite number"),
+    ("provenance", {"qemu": 7}, "provenance: expected an object of name -> string"),
+])
+def test_inner_fields_of_journal_records_are_checked(tmp_path, capsys, field, value, complaint):
+    """Issue 27 item 10: each was an internal error in report, history or merge (or, for a
+    numeric attempt status, a silently wrong "FAIL 0/1")."""
+    run = _run_dir(tmp_path)
+    with (run / "journal.jsonl").open("a") as fh:
+        fh.write(json.dumps({**PASSING.to_dict(), "testcase": "other", field: value}) + "\n")
+    for argv in (["report", str(run)], ["merge", str(run), "--out", str(tmp_path / "m")],
+                 ["history", str(run), "--out", str(tmp_path / "h")]):
+        _one_line_exit_2(argv, capsys, f"{run}/journal.jsonl:2: {complaint}")
+
+
+def test_deeply_nested_json_is_one_line(tmp_path, capsys):
+    run = _run_dir(tmp_path)
+    with (run / "journal.jsonl").open("a") as fh:
+        fh.write("[" * 100000 + "]" * 100000 + "\n")
+    _one_line_exit_2(["report", str(run)], capsys, "journal.jsonl:2: nested too deeply")
+    (run / "run.json").write_text("[" * 100000 + "]" * 100000)
+    _one_line_exit_2(["report", str(run)], capsys, "run.json: not readable JSON (RecursionError")
