@@ -9,7 +9,10 @@ rest is. Nothing downstream ever holds or parses more than that.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+from lab import rundir
 
 LOG_CAP_BYTES = 64 << 20
 EXCERPT_BYTES = 32 << 10  # of the head, and again of the tail
@@ -25,7 +28,8 @@ class BoundedOutput:
     def __init__(self, log_path: Path | None = None, *, log_cap: int | None = None,
                  excerpt_bytes: int | None = None, append: bool = False):
         self.log_path = log_path
-        self._log = log_path.open("ab" if append else "wb") if log_path else None
+        # Never through a link at the log's name: logs go into run directories.
+        self._log = os.fdopen(rundir.open_new(log_path, append), "ab" if append else "wb") if log_path else None
         self._log_cap = LOG_CAP_BYTES if log_cap is None else log_cap
         self._excerpt = EXCERPT_BYTES if excerpt_bytes is None else excerpt_bytes
         self._head = bytearray()

@@ -20,6 +20,15 @@ from lab.results import CellResult
 MAX_BYTES = 256 * safe_read.MIB
 
 
+def _open_for_append(path: Path) -> int:
+    """Never through a link at the journal's name (a run directory may come from elsewhere)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise RunDataError(f"{path}: cannot be written ({exc.strerror}); a journal is a regular file, "
+                           "never a link") from None
+
+
 class Journal:
     """Append-only JSON lines, one finished cell each."""
 
@@ -30,7 +39,7 @@ class Journal:
 
     def append(self, cell: CellResult) -> None:
         line = (json.dumps(cell.to_dict(), sort_keys=True) + "\n").encode()
-        with self._lock, self.path.open("a+b") as fh:
+        with self._lock, os.fdopen(_open_for_append(self.path), "a+b") as fh:
             # A line cut off by a crash mid-write must not swallow this one.
             if fh.seek(0, os.SEEK_END) > 0 and os.pread(fh.fileno(), 1, fh.tell() - 1) != b"\n":
                 line = b"\n" + line

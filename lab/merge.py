@@ -34,17 +34,24 @@ def _copy_logs(source: Path, target: Path) -> list[str]:
             if not stat.S_ISREG(path.lstat().st_mode):
                 skipped.append(f"not copied: {path} (not a regular file): merge copies regular files only")
                 continue
-            copy = target / path.relative_to(source)
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, copy, follow_symlinks=False)
+            relative = path.relative_to(source)
+            folder_copy = rundir.real_dir(target.parent, target.name, *relative.parent.parts)
+            _copy_regular(path, folder_copy / relative.name)
     return skipped
+
+
+def _copy_regular(source: Path, copy: Path) -> None:
+    """source's bytes into a new regular file `copy`, never through a link at its name."""
+    with open(source, "rb") as src, os.fdopen(rundir.open_new(copy), "wb") as dst:
+        shutil.copyfileobj(src, dst)
 
 
 def merge(dirs: list[Path], out: Path) -> tuple[dict, list[CellResult], list[str]]:
     """Combine shard result directories into `out`: one journal, logs, and the plan.
 
-    Refuses runs of different plans. Returns the merged run meta, the cells, and
-    problems: cells missing from every shard or present in more than one, cells
+    Refuses runs of different plans, and an `out` that holds a run already (one of the
+    inputs, or an earlier merge: nothing is overwritten), as `lab run` does. Returns the
+    merged run meta, the cells, and problems: cells missing from every shard or present in more than one, cells
     a shard's journal has that its plan does not, and log entries that are not files.
     """
     metas = [rundir.read(d) for d in dirs]
@@ -53,6 +60,12 @@ def merge(dirs: list[Path], out: Path) -> tuple[dict, list[CellResult], list[str
         which = ", ".join(f"{d}: {m.get('plan_id')}" for d, m in zip(dirs, metas))
         raise UserError(f"lab merge: the directories are runs of different plans ({which})")
     journals = [rundir.cells(d) for d in dirs]  # every line checked before anything is written
+    with rundir.hold(out, resume=False):
+        return _write_merged(dirs, out, metas, journals)
+
+
+def _write_merged(dirs: list[Path], out: Path, metas: list[dict],
+                  journals: list[list[CellResult]]) -> tuple[dict, list[CellResult], list[str]]:
     seen: dict[tuple[str, str, str], Path] = {}
     cells: list[CellResult] = []
     problems: list[str] = []
@@ -67,7 +80,6 @@ def merge(dirs: list[Path], out: Path) -> tuple[dict, list[CellResult], list[str
                 continue
             seen[cell.key] = d
             cells.append(cell)
-    out.mkdir(parents=True, exist_ok=True)
     for d in dirs:
         problems += _copy_logs(d / rundir.LOGS, out / rundir.LOGS)
     plan = metas[0]["plan"]

@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -107,11 +108,37 @@ def cells(directory: Path) -> list[CellResult]:
     return Journal.read(directory / JOURNAL)
 
 
+def real_dir(root: Path, *parts: str) -> Path:
+    """root/parts..., each level made if missing and checked to be a real directory: no
+    writer follows a link inside a run directory (a `cells -> /etc` or `logs -> elsewhere`
+    planted in a directory from another machine would send the lab's files there)."""
+    path = root
+    for part in parts:
+        path = path / part
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            pass
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise RunDataError(f"{path}: a symbolic link or not a directory inside the run directory; "
+                               "the lab writes only into real directories there")
+    return path
+
+
+def open_new(path: Path, append: bool = False) -> int:
+    """A file descriptor to write `path` in a run directory, never through a link at its
+    name (O_NOFOLLOW): a planted link is RunDataError, naming it."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        return os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise RunDataError(f"{path}: cannot be written ({exc.strerror}); the lab writes only regular "
+                           "files inside a run directory, never through a link") from None
+
+
 def job_logs(directory: Path, arch: str, kernel: str) -> Path:
     """Where a job's consoles and its cells' logs go (made if missing)."""
-    path = directory / LOGS / arch / kernel
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return real_dir(directory, LOGS, arch, kernel)
 
 
 def console_log(job_logs_dir: Path, boot: int) -> Path:
@@ -120,8 +147,8 @@ def console_log(job_logs_dir: Path, boot: int) -> Path:
 
 
 def cell_logs(job_logs_dir: Path, testcase: str, attempt: int | None) -> Path:
-    """Where one cell's stdout, stderr and console go; `attempt` only with --repeat."""
-    return job_logs_dir / testcase / (f"attempt-{attempt}" if attempt else "")
+    """Where one cell's stdout, stderr and console go (made); `attempt` only with --repeat."""
+    return real_dir(job_logs_dir, testcase, *([f"attempt-{attempt}"] if attempt else []))
 
 
 def cell_page(arch: str, kernel: str, testcase: str) -> str:

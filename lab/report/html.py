@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jinja2
 
-from lab import atomic
+from lab import atomic, rundir
 from lab.rundir import CELLS, HISTORY, MATRIX, cell_page
 from lab.history import LETTERS, NOT_RUN
 from lab.report.compare import Comparison
@@ -63,7 +63,7 @@ _ENV.globals["subtest_sections"] = _subtest_sections
 
 
 def write_html(out_dir: Path, matrix: Matrix, comparison: Comparison | None = None) -> None:
-    (out_dir / CELLS).mkdir(parents=True, exist_ok=True)
+    rundir.real_dir(out_dir, CELLS)
     changed = comparison.changed_keys() if comparison else {}
     page = _ENV.get_template("matrix.html").render(matrix=matrix, meta=matrix.meta, cell_page=cell_page,
                                                    comparison=comparison, changed=changed)

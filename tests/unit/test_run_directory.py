@@ -230,3 +230,70 @@ def test_deeply_nested_json_is_one_line(tmp_path, capsys):
     _one_line_exit_2(["report", str(run)], capsys, "journal.jsonl:2: nested too deeply")
     (run / "run.json").write_text("[" * 100000 + "]" * 100000)
     _one_line_exit_2(["report", str(run)], capsys, "run.json: not readable JSON (RecursionError")
+
+
+def _shard_with_logs(tmp_path):
+    run = _run_dir(tmp_path)
+    (run / "logs" / "i386-pae" / "6.1").mkdir(parents=True)
+    (run / "logs" / "i386-pae" / "6.1" / "console.log").write_text("console\n")
+    return run
+
+
+def test_merge_never_overwrites_a_run_or_an_input(tmp_path, capsys):
+    """Issue 27 item 9: --out naming an existing run replaced its journal; --out equal to an
+    input died with SameFileError after copying."""
+    run = _shard_with_logs(tmp_path)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    _one_line_exit_2(["merge", str(run), "--out", str(run)], capsys, f"--out {run}: already holds a run")
+    (tmp_path / "x").mkdir()
+    other = _run_dir(tmp_path / "x")
+    other_journal = (other / "journal.jsonl").read_bytes()
+    _one_line_exit_2(["merge", str(run), "--out", str(other)], capsys, f"--out {other}: already holds a run")
+    assert (other / "journal.jsonl").read_bytes() == other_journal
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("planted", ["logs", "logs/i386-pae", "logs/i386-pae/6.1/console.log", "journal.jsonl",
+                                     "results.json", "cells"])
+def test_merge_writes_through_no_link_inside_out(tmp_path, capsys, planted):
+    """A decoy file's content was replaced, and a `logs -> elsewhere` link received the files."""
+    run = _shard_with_logs(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    decoy = elsewhere / "decoy"
+    decoy.write_text("precious\n")
+    out = tmp_path / "merged"
+    link = out / planted
+    link.parent.mkdir(parents=True)
+    link.symlink_to(decoy if "." in planted else elsewhere)
+    if planted in ("journal.jsonl", "results.json"):  # replaced by a file of the lab's, never written through
+        assert main(["merge", str(run), "--out", str(out)]) == 0 and not link.is_symlink()
+    else:
+        _one_line_exit_2(["merge", str(run), "--out", str(out)], capsys, "never through a link" if "." in planted
+                         else "a symbolic link or not a directory inside the run directory")
+    assert decoy.read_text() == "precious\n" and sorted(p.name for p in elsewhere.iterdir()) == ["decoy"]
+
+
+def test_report_writes_through_no_cells_link(tmp_path, capsys):
+    run = _run_dir(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (run / "cells").symlink_to(elsewhere)
+    _one_line_exit_2(["report", str(run)], capsys, f"{run}/cells: a symbolic link")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_cell_logs_are_never_written_through_a_link(tmp_path):
+    from lab import rundir
+    from lab.capture import BoundedOutput
+    from lab.errors import RunDataError
+    logs = rundir.job_logs(tmp_path, "i386-pae", "6.1")
+    (logs / "swp_exclusive").symlink_to(tmp_path)
+    with pytest.raises(RunDataError, match="a symbolic link"):
+        rundir.cell_logs(logs, "swp_exclusive", None)
+    target = tmp_path / "target"
+    target.write_text("precious\n")
+    (tmp_path / "stdout.txt").symlink_to(target)
+    with pytest.raises(RunDataError, match="never through a link"):
+        BoundedOutput(tmp_path / "stdout.txt")
+    assert target.read_text() == "precious\n"

@@ -90,8 +90,12 @@ def test_cli_merge_keeps_its_problems_next_to_the_reports(tmp_path, capsys):
     assert main(["merge", str(one), "--out", str(out)]) == 2
     assert (out / "merge-problems.txt").read_text() == "missing: b/6.1/swp_exclusive (in no shard's journal)\n"
     assert "lab merge: missing: b/6.1/swp_exclusive" in capsys.readouterr().err
-    assert main(["merge", str(one), str(two), "--out", str(out)]) == 0
-    assert not (out / "merge-problems.txt").exists(), "a complete merge clears an earlier one's problems"
+    assert main(["merge", str(one), str(two), "--out", str(out)]) == 2, "an earlier merge is never overwritten"
+    assert f"--out {out}: already holds a run (run.json)" in capsys.readouterr().err
+    assert (out / "merge-problems.txt").exists()
+    complete = tmp_path / "merged-again"
+    assert main(["merge", str(one), str(two), "--out", str(complete)]) == 0
+    assert not (complete / "merge-problems.txt").exists()
 
 
 def _journal_line(d, record):
