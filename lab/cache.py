@@ -108,10 +108,13 @@ class Entry:
         return self.path / "meta.json"
 
     def meta(self) -> dict | None:
+        """The entry's meta.json; None when it is absent or not a JSON object (a bad entry:
+        rebuilt by ensure(), listed as bad and prunable by `lab cache`)."""
         try:
-            return json.loads(self.meta_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            meta = json.loads(self.meta_path.read_text())
+        except (OSError, ValueError, RecursionError):
             return None
+        return meta if isinstance(meta, dict) else None
 
     @property
     def use_path(self) -> Path:
@@ -123,20 +126,32 @@ class Entry:
         path = self.use_path
         if path not in _held:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            _held[path] = fd
+            _held[path] = lock_file(path, fcntl.LOCK_SH)
         os.utime(path)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.parent / f"{self.key}.lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        fd = lock_file(self.path.parent / f"{self.key}.lock", fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+
+def lock_file(path: Path, operation: int) -> int:
+    """An open descriptor of `path` holding flock(operation). Prune removes an entry's lock
+    files while it holds them (so none are left behind), so a lock taken on a file that is
+    no longer at `path` is let go and taken again on the file that is."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, operation)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
     @contextlib.contextmanager
     def building(self) -> Iterator[Path]:

@@ -11,7 +11,6 @@ recently used first, and never one that a running lab holds (lab.cache.Entry.hol
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from lab import apt, debian_kernels
-from lab.cache import cache_root, content_key
+from lab.cache import Entry, cache_root, content_key
 from lab.config import Lab
 from lab.errors import LabError, UserError
 from lab.images import known_image_key, resolved_sources
@@ -35,6 +34,7 @@ from lab.testcases import kselftest_source, testcase_entry
 PRUNABLE = ("kernels", "kernel-sources", "images", "userland", "boot-initrds", "testcases", "debian-kernels",
             "debian-sources", "debian-apt", "tree-builds", "tree-kernels", "given-kernels")
 _ENTRY_NAME = re.compile(r"[0-9a-f]{12,64}")  # content keys (older labs wrote shorter ones)
+_BAD = "(bad entry:"
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -89,14 +89,15 @@ def disk_usage(path: Path) -> int:
 
 
 def _meta(path: Path) -> dict:
-    try:
-        return json.loads((path / "meta.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    return Entry(path.parent.name, path.name).meta() or {}
 
 
-def _what(kind: str, meta: dict) -> str:
+def _what(kind: str, path: Path) -> str:
     """A short description from the entry's meta.json."""
+    meta = Entry(kind, path.name).meta()
+    if meta is None and (path / "meta.json").exists():
+        return f"{_BAD} its meta.json is not a JSON object; prune removes it)"
+    meta = meta or {}
     fields = ("kernel", "arch", "testcase", "package", "version", "package_version", "source", "tree",
               "kernel_image")
     text = " ".join(str(meta[f]) for f in fields if meta.get(f) not in (None, ""))
@@ -123,8 +124,10 @@ def list_entries(needed: dict[str, set[str] | None]) -> list[CachedEntry]:
             if not (_ENTRY_NAME.fullmatch(path.name) and path.is_dir() and not path.is_symlink()):
                 continue  # lock and use files, logs, work directories of running builds
             keep = needed.get(kind, set())
-            found.append(CachedEntry(kind, path.name, _what(kind, _meta(path)), disk_usage(path),
-                                     _last_used(kind_dir, path.name), keep is None or path.name in keep))
+            what = _what(kind, path)
+            usable = not what.startswith(_BAD)  # a bad entry is rebuilt anyway: never kept for the plan
+            found.append(CachedEntry(kind, path.name, what, disk_usage(path), _last_used(kind_dir, path.name),
+                                     usable and (keep is None or path.name in keep)))
     return found
 
 
@@ -234,6 +237,9 @@ def _remove_unless_held(entry: CachedEntry) -> bool:
         shutil.rmtree(doomed, ignore_errors=True)
         for log in kind_dir.glob(f"{entry.key}.*.log"):
             log.unlink(missing_ok=True)
+        # Removed while held: a lab waiting on them finds them gone and takes new ones (cache.lock_file).
+        (kind_dir / f"{entry.key}.use").unlink(missing_ok=True)
+        (kind_dir / f"{entry.key}.lock").unlink(missing_ok=True)
     return True
 
 

@@ -131,3 +131,40 @@ def test_prune_under_max_size_does_nothing_and_over_it_stops_there(cache, capsys
     out = capsys.readouterr().out
     assert f"removed kernel-sources/{'b' * 20}" in out and "tree-builds" not in out.split("cache:")[0]
     assert not (cache / "kernel-sources" / ("b" * 20)).exists() and (cache / "tree-builds" / ("c" * 20)).exists()
+
+
+def test_a_bad_entry_is_listed_as_such_and_pruned(cache, capsys, monkeypatch):
+    """Issue 27 item 11: one meta.json holding [] made `lab cache` and prune fail, so the
+    nightly's prune did nothing. It is listed as bad and removed, even under a needed key;
+    prune leaves no .use or .lock behind (item 17)."""
+    monkeypatch.setenv("LAB_ROOT", str(REPO))
+    bad = _entry(cache, "kernels", "f" * 20, 1000, days_ago=3)
+    (bad / "meta.json").write_text("[]")
+    (cache / "kernels" / f"{'f' * 20}.lock").touch()
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert f"{'f' * 20}" in out and "bad entry: its meta.json is not a JSON object" in out
+    (entry,) = [e for e in cache_admin.list_entries({"kernels": {"f" * 20}}) if e.key == "f" * 20]
+    assert not entry.needed, "a bad entry is rebuilt anyway: never kept for the plan"
+    assert main(["cache", "prune"]) == 0
+    assert not bad.exists()
+    left = sorted(p.name for p in cache.glob("*/*") if p.name.startswith(("b" * 20, "f" * 20)))
+    assert left == [], left
+    assert Entry("kernels", "f" * 20).meta() is None
+
+
+def test_a_waiting_lab_takes_a_new_lock_when_prune_removed_the_old_one(cache):
+    import fcntl
+    import threading
+    from lab.cache import lock_file
+    path = cache / "kernels" / "held.use"
+    held = lock_file(path, fcntl.LOCK_EX)
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(lock_file(path, fcntl.LOCK_SH)))
+    waiter.start()
+    time.sleep(0.2)
+    path.unlink()  # as prune does, while holding it
+    os.close(held)
+    waiter.join(timeout=10)
+    assert got and os.fstat(got[0]).st_ino == os.stat(path).st_ino, "the lock is on the file now at the path"
+    os.close(got[0])
