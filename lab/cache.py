@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from lab.errors import InfraError
+
 
 def cache_root() -> Path:
     root = os.environ.get("LAB_CACHE") or Path.home() / ".cache" / "qemu-lab"
@@ -138,21 +140,6 @@ class Entry:
         finally:
             os.close(fd)
 
-
-def lock_file(path: Path, operation: int) -> int:
-    """An open descriptor of `path` holding flock(operation). Prune removes an entry's lock
-    files while it holds them (so none are left behind), so a lock taken on a file that is
-    no longer at `path` is let go and taken again on the file that is."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        fcntl.flock(fd, operation)
-        try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-
     @contextlib.contextmanager
     def building(self) -> Iterator[Path]:
         """A fresh work directory; on success the caller calls publish()."""
@@ -170,6 +157,26 @@ def lock_file(path: Path, operation: int) -> int:
         (work / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         shutil.rmtree(self.path, ignore_errors=True)
         os.rename(work, self.path)
+
+
+def lock_file(path: Path, operation: int) -> int:
+    """An open descriptor of `path` holding flock(operation). Prune removes an entry's lock
+    files while it holds them (so none are left behind), so a lock taken on a file that is
+    no longer at `path` is let go and taken again on the file that is (a prune removes an
+    entry once, so a few passes suffice; more means something keeps removing it)."""
+    for _ in range(_LOCK_PASSES):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, operation)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    raise InfraError(f"{path}: removed again each time the lab locked it ({_LOCK_PASSES} times)")
+
+
+_LOCK_PASSES = 100
 
 
 @dataclass(frozen=True)

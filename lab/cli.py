@@ -259,7 +259,10 @@ def cmd_shell(args) -> int:
     if command and args.console:
         raise UserError("--console attaches to the serial console: it runs no command (drop -- CMD or --console)")
     _check_host(lab, [arch.name])
-    job, = plan.plan_jobs(lab, [arch.name], kernels, tests, kernels_chosen=True)
+    jobs = plan.plan_jobs(lab, [arch.name], kernels, tests, kernels_chosen=True)
+    if not jobs:
+        raise plan.no_pairs(lab, [arch.name], kernels)
+    job, = jobs
     work = _out_dir(args.out, prefix="shell-")
     request = ShellRequest(job=job, work=work, command=tuple(command), console=args.console,
                            command_timeout_s=args.timeout, accel=args.accel, timeout_factor=args.timeout_factor)

@@ -692,4 +692,4 @@ def pick(kind: str, requested: str | None, known: typing.Mapping, default: tuple
     for name in names:
         if name not in known:
             raise UserError(f"unknown {kind} {name!r} (known: {', '.join(known)})")
-    return names
+    return list(dict.fromkeys(names))  # each once, in the order given: a repeat is not a second job

@@ -73,6 +73,14 @@ def plan_jobs(lab: Lab, arches: list[str], kernels: list[str], tests: list[str],
             if _paired(lab.arches[a], lab.kernels[k], kernels_chosen)]
 
 
+def no_pairs(lab: Lab, arches: list[str], kernels: list[str]) -> UserError:
+    """What to say when a selection pairs no arch with any kernel: each pair and why
+    (the reasons `lab list` gives)."""
+    reasons = [f"{a}/{k}: {debian_kernel_missing(lab.arches[a], lab.kernels[k]) or 'not paired'}"
+               for a in arches for k in kernels]
+    return UserError(f"nothing to run: none of the selected kernels exists for the selected arches ({'; '.join(reasons)})")
+
+
 def _paired(arch: Arch, kernel: KernelSource, kernels_chosen: bool) -> bool:
     if kernel.debian_kernel:  # the archive decides, whatever was asked for
         return debian_kernel_missing(arch, kernel) is None
@@ -94,6 +102,8 @@ def new_plan(lab: Lab, request: Request) -> dict:
     """The run's plan; with a shard, "jobs" is this shard's part of the full plan in "plan"."""
     arches, kernels, tests = selection(lab, request.arch, request.kernel, request.test)
     jobs = plan_jobs(lab, arches, kernels, tests, kernels_chosen=bool(request.kernel))
+    if not jobs:
+        raise no_pairs(lab, arches, kernels)
     params = cfg.param_overrides([lab.testcases[t] for t in tests], list(request.params))
     full = {"arches": arches, "kernels": kernels, "testcases": tests,
             "jobs": [[j.arch.name, j.kernel.name] for j in jobs], "params": params, "repeat": request.repeat}

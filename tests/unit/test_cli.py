@@ -208,3 +208,22 @@ def test_an_error_mid_run_is_not_called_an_interruption(fake_host, fake_apt, cap
     assert "stopped by the error below: guests killed" in err and "interrupted" not in err
     assert err.strip().splitlines()[-1].startswith("lab: error: configs/lab.toml: guest_sources.busybox: the archive")
     assert (fake_host / "out/results.json").exists(), "the reports are written"
+
+
+def test_a_selection_without_pairs_says_why_and_exits_2(capsys, monkeypatch):
+    """Issue 27 item 15: `lab shell` was an internal ValueError, `lab run` ran 0 jobs and exited 0."""
+    from conftest import REPO
+    monkeypatch.setenv("LAB_ROOT", str(REPO))  # the real configs: Debian's kernels and sparc64
+    for argv in (["shell", "--arch", "sparc64", "--kernel", "debian-6.1", "--", "true"],
+                 ["run", "--dry-run", "--arch", "sparc64", "--kernel", "debian-6.1"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "internal error" not in err
+        assert "nothing to run" in err and "sparc64/debian-6.1: Debian 12 ships no kernel for sparc64" in err
+
+
+def test_an_arch_named_twice_is_one_job(fake_host, capsys, monkeypatch, tmp_path):
+    """Item 17: --arch x86_64,x86_64 ran the same job twice into one console log."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--dry-run", "--arch", "x86_64,x86_64", "--kernel", "6.1,6.1"]) == 0
+    assert len([line for line in capsys.readouterr().out.splitlines() if line.startswith("#")]) == 1
