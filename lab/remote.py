@@ -279,8 +279,12 @@ class Remote:
 
 
 def _pump(recv, sink: BoundedOutput, stop: threading.Event, deadline: float) -> bool:
-    """Move one stream's bytes into `sink` until its end (True) or the deadline (False)."""
+    """Move one stream's bytes into `sink` until its end (True) or the deadline (False).
+    The deadline is checked on every pass: a test that never stops printing never blocks
+    in recv long enough for a timeout-only check to see it."""
     while not stop.is_set():
+        if time.monotonic() >= deadline:
+            return False
         try:
             data = recv(READ_CHUNK)
         except TimeoutError:

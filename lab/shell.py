@@ -179,9 +179,13 @@ def run_command(remote: Remote, argv: list[str], timeout_s: float) -> int:
         while time.monotonic() < deadline:
             select.select([channel], [], [], POLL_S)
             for ready, receive, sink in streams:
-                while ready():
+                # Bounded by the deadline too: a command that never stops printing (yes)
+                # always has output ready.
+                while ready() and time.monotonic() < deadline:
                     sink.write(receive(65536))
                     sink.flush()
+            if time.monotonic() >= deadline:
+                break
             if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
                 return channel.recv_exit_status()
             if channel.closed:

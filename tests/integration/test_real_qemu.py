@@ -570,6 +570,35 @@ def test_a_test_printing_100_mib_is_capped_and_reported_in_bounded_space(artifac
         assert (out / report).stat().st_size < 1_000_000, report
 
 
+CHATTER = r"""
+#include <stdio.h>
+int main(void)
+{
+	for (unsigned long i = 0;; i++)
+		printf("still talking %lu\n", i);
+}
+"""
+
+
+def test_a_test_that_never_stops_printing_is_a_timeout_and_the_next_gets_a_fresh_guest(artifacts, repo_copy,
+                                                                                      tmp_path):
+    """Issue 27 item 4: with timeout_s = 10, `lab run` was still running after 300 s."""
+    (repo_copy / "testcases/chatter.c").write_text(CHATTER)
+    (repo_copy / "testcases/chatter.toml").write_text('description = "chatter"\nsource = "chatter.c"\ntimeout_s = 10\n')
+    out = tmp_path / "run"
+    started = time.monotonic()
+    proc = run_lab("run", "--arch", ARCH, "--kernel", "6.12", "--test", "chatter,swp_exclusive",
+                   "--out", str(out), root=repo_copy, timeout=300)
+    took = time.monotonic() - started
+    print(proc.stdout[-2000:], proc.stderr[-2000:], f"lab run took {took:.0f} s")
+    cells = {c["testcase"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
+    assert cells["chatter"]["status"] == "TIMEOUT" and cells["chatter"]["message"] == "no result within 10 s"
+    assert 10 <= cells["chatter"]["duration_s"] < 20
+    assert cells["swp_exclusive"]["status"] == "PASS"
+    assert cells["swp_exclusive"]["logs"]["console"] == "logs/i386-pae/6.12/console-2.log", "a fresh guest"
+    assert took < 120
+
+
 def test_testcase_that_does_not_compile_for_one_arch(artifacts, repo_copy, tmp_path):
     (repo_copy / "testcases/picky.c").write_text(
         "#ifdef __x86_64__\n#error picky does not build for x86_64\n#endif\n"

@@ -69,6 +69,13 @@ class FakeGuestSshd(paramiko.ServerInterface):
 
     def _answer(self, channel):
         block = b"0123456789abcdef" * 4096
+        if self.output < 0:  # a command that never stops printing (yes), until the channel closes
+            while not channel.closed:
+                try:
+                    channel.sendall(block)
+                except (OSError, EOFError, paramiko.SSHException):
+                    return
+            return
         sent = 0
         while sent < self.output:
             channel.sendall(block[:self.output - sent])
@@ -181,3 +188,21 @@ def test_a_guest_with_another_host_key_is_refused_with_a_typed_error(tmp_path, o
     with pytest.raises(HostKeyMismatch, match="host key that is not the image's pinned key"):
         Remote(listener.getsockname()[1], pinned, client_key, timeout_s=5.0).connect()
     listener.close()
+
+
+def test_a_command_that_never_stops_printing_times_out_at_its_deadline(fake_guest, tmp_path):
+    """Issue 27 item 4: the pump looked at the deadline only after 0.5 s without output,
+    so `for (;;) printf(...)` with timeout_s = 10 was never timed out."""
+    remote = fake_guest(FakeGuestSshd(output=-1))
+    started = time.monotonic()
+    result = remote.run(["yes"], timeout_s=2, stdout_log=tmp_path / "stdout.txt")
+    assert result.timed_out and time.monotonic() - started < 8
+
+
+def test_lab_shell_command_that_never_stops_printing_exits_124(fake_guest, capfd):
+    from lab.shell import run_command
+    remote = fake_guest(FakeGuestSshd(output=-1))
+    started = time.monotonic()
+    assert run_command(remote, ["yes"], timeout_s=2) == 124
+    assert time.monotonic() - started < 8
+    assert "lab shell: yes did not finish within 2 s" in capfd.readouterr().err
