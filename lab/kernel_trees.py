@@ -49,11 +49,32 @@ def tree_source(path: Path, fragments: list[Path]) -> KernelSource:
     for fragment in fragments:
         if not fragment.is_file():
             raise UserError(f"--fragment {fragment}: no such file")
+    if escaping := link_leaving(tree, path):
+        raise UserError(escaping)
     state = tree_state(tree)
     label = re.sub(r"[^A-Za-z0-9._+-]", "_", tree.name).lstrip(".")[:32] or "tree"
     name = f"tree-{label}-{state.head[:8] if state.head else 'nogit'}{'+dirty' if state.dirty else ''}"
     assert names.is_valid(name), name
     return KernelSource(name=name, tree=str(tree), fragments=tuple(str(f.resolve()) for f in fragments))
+
+
+def link_leaving(tree: Path, given: Path) -> str | None:
+    """Why the tree holds a symbolic link that leads out of it (`mm/x.c -> /etc/shadow`,
+    `include/r -> /`, `arch -> elsewhere`), or None. The build reads what the links name,
+    and what it reads ends up in the kernel and its logs: the tree is everything it reads.
+    Links inside the tree (the dts include-prefixes) are fine. .git is never built."""
+    pending = [tree]
+    while pending:
+        with os.scandir(pending.pop()) as listing:
+            for item in listing:
+                if item.is_symlink():
+                    target = Path(os.path.realpath(item.path))
+                    if target != tree and tree not in target.parents:
+                        return (f"--tree {given}: {Path(item.path).relative_to(tree)} is a symbolic link to "
+                                f"{os.readlink(item.path)}, outside the tree; the lab builds only what is in it")
+                elif item.is_dir(follow_symlinks=False) and not (item.name == ".git" and Path(item.path).parent == tree):
+                    pending.append(Path(item.path))
+    return None
 
 
 def tree_build_entry(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler) -> Entry:

@@ -124,3 +124,27 @@ def test_ccache_stats_are_counted_from_its_stats_log(tmp_path):
     stats = ccache.read_stats(log)
     assert (stats.hits, stats.misses) == (2, 1) and str(stats) == "ccache: 2 hits, 1 misses (67% hit rate)"
     assert ccache.read_stats(tmp_path / "none").hits == 0
+
+
+@pytest.mark.parametrize("link, target", [("mm/x.c", "/etc/shadow"), ("include/r", "/"), ("Makefile", "/tmp"),
+                                          ("arch", "/usr"), ("mm/up.c", "../../outside.c"),
+                                          ("mm/deep/x.c", "/etc/passwd")])
+def test_a_tree_with_a_link_that_leaves_it_is_refused_naming_the_link(fake_tree, link, target):
+    """Issue 27 item 6: the build read whatever the links named."""
+    path = fake_tree / link
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        os.rename(path, fake_tree / f"{link}.real")
+    elif path.exists():
+        path.unlink()
+    path.symlink_to(target)
+    with pytest.raises(UserError, match=f"--tree {fake_tree}: {link} is a symbolic link to {target}, outside the tree"):
+        tree_source(fake_tree, [])
+
+
+def test_links_inside_the_tree_are_fine(fake_tree):
+    (fake_tree / "include").mkdir()
+    (fake_tree / "include" / "m").symlink_to("../mm")
+    (fake_tree / "mm" / "alias.c").symlink_to("memory.c")
+    (fake_tree / "mm" / "dangling.c").symlink_to("nothing-here.c")
+    assert tree_source(fake_tree, []).tree == str(fake_tree)
