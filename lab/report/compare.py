@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lab import rundir
 from lab.results import CellResult
+from lab.report.terminal import plain
 
 # A test-level failure: the exit status counts these as failures (see run_exit_code).
 FAILING = frozenset({"FAIL", "XPASS", "TIMEOUT"})
@@ -164,5 +165,5 @@ def render_comparison(comparison: Comparison) -> str:
     out = [f"compared with {comparison.baseline}: {comparison.summary()}"]
     for title, changes in comparison.sections():
         out.append(f"{title}: {len(changes)}")
-        out += [f"  {c.name}: {c.old_label} -> {c.new_label}: {c.detail}" for c in changes]
+        out += [f"  {c.name}: {c.old_label} -> {c.new_label}: {plain(c.detail)}" for c in changes]
     return "\n".join(out)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from lab.report.matrix import Matrix
 
 NOT_RUN = "-"
@@ -17,6 +19,17 @@ ANSI = {
     "XERROR": "33",
     "TIMEOUT": "35",
 }
+
+
+# Control characters (escape sequences among them) in text that came from a guest, a
+# journal or another machine: shown as \xNN, never sent to the terminal as they are
+# (one could retitle the window, move the cursor over a FAIL or hide a line).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(text: str) -> str:
+    """`text` with every control character but tab and newline made visible."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
 
 
 def paint(text: str, status: str, color: bool) -> str:
@@ -39,11 +52,11 @@ def render_text(matrix: Matrix, color: bool = False, max_width: int = 160) -> st
     notes = [c for c in matrix.ordered_cells() if c.status != "PASS" or c.expected]
     if notes:
         out.append("")
-        out += [f"{c.arch}/{c.kernel} {c.testcase}: {paint(_status_and_message(c), c.status, color)}{_expected(c)}"
-                for c in notes]
+        out += [f"{c.arch}/{c.kernel} {c.testcase}: {paint(plain(_status_and_message(c)), c.status, color)}"
+                f"{plain(_expected(c))}" for c in notes]
     warned = [c for c in matrix.ordered_cells() if c.kernel_messages]
     for c in warned:
-        out.append(f"{c.arch}/{c.kernel} {c.testcase}: kernel said: {c.kernel_messages[0]}")
+        out.append(f"{c.arch}/{c.kernel} {c.testcase}: kernel said: {plain(c.kernel_messages[0])}")
     return "\n".join(out)
 
 

@@ -244,3 +244,19 @@ def test_first_event_metrics_take_the_earliest():
     assert _combine_metrics([{"iterations": 5, "first_detection": 2.4}, {"iterations": 7, "first_detection": -1},
                              {"iterations": 1, "first_detection": 0.35}]) == {"iterations": 13, "first_detection": 0.35}
     assert _combine_metrics([{"first_detection": -1}, {"first_detection": -1}]) == {"first_detection": -1}
+
+
+def test_terminal_reports_show_control_characters_never_send_them(tmp_path):
+    """Issue 27 item 17: `lab report` printed journal messages with terminal escapes raw."""
+    from lab.report.compare import compare, render_comparison
+    hostile = "FAIL: \x1b]0;owned\x07\x1b[2J\x1b[1A\rPASS\x9b"
+    cell = CellResult("i386-pae", "6.1", "swp_exclusive", "FAIL", hostile, kernel_messages=["\x1b[31mBUG\x1b[0m"])
+    meta = {"run_id": "r", "started": "", "finished": "", "arches": ["i386-pae"], "kernels": ["6.1"],
+            "testcases": ["swp_exclusive"], "jobs": [["i386-pae", "6.1"]]}
+    for color in (False, True):
+        text = render_text(write_reports(tmp_path, [cell], meta), color=color)
+        assert "\\x1b]0;owned\\x07\\x1b[2J\\x1b[1A\\x0dPASS\\x9b" in text and "\\x1b[31mBUG" in text
+        assert "\x07" not in text and "\r" not in text and "\x9b" not in text
+        assert ("\x1b" in text) == color, "only the lab's own colours"
+    passing = CellResult("i386-pae", "6.1", "swp_exclusive", "PASS", "ok")
+    assert "\x1b" not in render_comparison(compare([passing], [cell], "old"))
