@@ -94,7 +94,10 @@ def apt_state_entry(lab: Lab) -> Entry:
 
 
 def kernel_entry(package: DebianPackage, arch: Arch) -> Entry:
-    return Entry("debian-kernels", content_key(package.name, package.version, package.arch, *wanted_modules(arch)))
+    """Keyed by everything the entry's outcome depends on: a failure cached under it (the
+    image's magic did not match) goes away when the arch's image_magic is fixed."""
+    return Entry("debian-kernels", content_key(package.name, package.version, package.arch, *wanted_modules(arch),
+                                               *arch.kernel.image_magic))
 
 
 def apt_state(lab: Lab, progress: Notify) -> Path:

@@ -32,7 +32,8 @@ def image_problem(arch: Arch, image: Path) -> str | None:
     for offset, want in magic:
         found = head[offset:offset + len(want)]
         if found != want:
-            return (f"not a kernel image for {arch.name} ({arch.qemu.machine} boots {arch.kernel.image_target}): "
+            machine = arch.qemu.machine or f"{arch.qemu.binary}'s default machine"
+            return (f"not a kernel image for {arch.name} ({machine} boots {arch.kernel.image_target}): "
                     f"expected bytes {want.hex()} at offset {offset:#x}, found {found.hex() or 'end of file'} "
                     f"(configs/arches/{arch.name}.toml kernel.image_magic)")
     return None

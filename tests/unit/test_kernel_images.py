@@ -137,3 +137,21 @@ def test_bad_shell_options_are_one_line(args, complaint):
     proc = subprocess.run([sys.executable, "-m", "lab", "shell", *args], capture_output=True, text=True,
                           cwd=REPO, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip() == complaint, proc.stderr
+
+
+def test_the_wrong_magic_message_names_a_default_machine_by_its_binary(tmp_path):
+    """Issue 27 item 17: it said "(None boots bzImage)" for arches on QEMU's default machine."""
+    image = tmp_path / "Image"
+    image.write_bytes(b"\0" * 4096)
+    problem = image_problem(LAB.arches["i386-pae"], image)
+    assert "(qemu-system-i386's default machine boots bzImage)" in problem and "None" not in problem
+
+
+def test_a_cached_debian_kernel_is_keyed_by_the_image_magic_it_was_checked_against():
+    """Item 17: a stale cached failure survived a fix of the arch's image_magic."""
+    import dataclasses
+    from lab.debian_kernels import DebianPackage, kernel_entry
+    arch = LAB.arches["i386-pae"]
+    package = DebianPackage("linux-image-6.1.0-50-686-pae", "6.1.176-1", "bookworm", "i386")
+    fixed = dataclasses.replace(arch, kernel=dataclasses.replace(arch.kernel, image_magic=("0x202:48647253",)))
+    assert kernel_entry(package, arch).key != kernel_entry(package, fixed).key
