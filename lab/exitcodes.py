@@ -25,8 +25,10 @@ INTERRUPTED = 130
 TERMINATED = 143
 
 
-class Terminated(Exception):
-    """SIGTERM arrived: stop like on Ctrl-C."""
+class Terminated(BaseException):
+    """SIGTERM arrived: stop like on Ctrl-C. A BaseException, as KeyboardInterrupt is, so
+    that no `except Exception` on the way (the SSH layer's, a build's) turns the signal
+    into an error: the lab exits 143 (129 for SIGHUP) wherever the signal found it."""
 
 
 class HungUp(Terminated):

@@ -206,3 +206,26 @@ def test_lab_shell_command_that_never_stops_printing_exits_124(fake_guest, capfd
     assert run_command(remote, ["yes"], timeout_s=2) == 124
     assert time.monotonic() - started < 8
     assert "lab shell: yes did not finish within 2 s" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("signal_name", ["Terminated", "HungUp"])
+def test_a_signal_during_login_or_push_stays_a_signal(fake_guest, tmp_path, monkeypatch, signal_name):
+    """Issue 27 item 17: SIGTERM/SIGHUP during lab shell's login or push exited 2 (the SSH
+    layer's `except Exception` turned the signal into an SshError), not 143/129."""
+    from lab import exitcodes
+    signal_class = getattr(exitcodes, signal_name)
+
+    def signalled(*args, **kwargs):
+        raise signal_class()
+
+    remote = Remote(1, GUEST_KEY, tmp_path / "key")
+    monkeypatch.setattr(remote.conn, "open", signalled)
+    with pytest.raises(signal_class):
+        remote.connect()
+    connected = fake_guest(FakeGuestSshd())
+    monkeypatch.setattr(paramiko.SFTPClient, "from_transport", signalled)
+    (tmp_path / "binary").write_bytes(b"x")
+    with pytest.raises(signal_class):
+        connected.push(tmp_path / "binary", "/tmp/binary", "0" * 64, timeout_s=5)
+    code, _ = exitcodes.for_exception(signal_class())
+    assert code == {"Terminated": 143, "HungUp": 129}[signal_name]
