@@ -31,7 +31,7 @@ from lab.kernel_trees import tree_source
 from lab.kernel_images import image_source
 from lab.kernels import ensure_kernel, kernel_entry, planned_image
 from lab.progress import Progress
-from lab.qemu import ACCELERATORS, kill_all, qemu_argv, running
+from lab.qemu import ACCELERATORS, kill_all, qemu_argv, qemu_user, running
 from lab.remote import client_key
 from lab.report import write_reports
 from lab.report.html import write_history
@@ -164,13 +164,13 @@ def cmd_run(args) -> int:
 def _dry_run(lab: cfg.Lab, args, jobs: list[plan.Job]) -> int:
     """Print each job's QEMU command line; build and start nothing."""
     _, public_key = client_key()
-    ports = PortAllocator()
+    ports, run_as = PortAllocator(), qemu_user()
     for job in jobs:
         initrd = planned_initrd(lab, job.arch, public_key) or Path("<initrd: not built yet>")
         kernel = planned_image(lab, job.arch, job.kernel)
         # A port free now, so the line can be run by hand; a real run picks its own.
         argv = qemu_argv(job.arch, kernel=kernel, initrd=initrd, ssh_port=ports.take(), accel=args.accel,
-                         binary=qemu_binary(job.arch))
+                         binary=qemu_binary(job.arch), run_as=run_as)
         print(f"# {job.name}: {', '.join(t.name for t in job.testcases)}")
         print(shlex.join(argv))
     return exitcodes.OK

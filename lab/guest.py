@@ -14,7 +14,7 @@ from pathlib import Path
 from lab.config import Arch
 from lab.console import BootState, Console, last_line
 from lab.errors import BootError, PortTakenError
-from lab.qemu import QemuProcess, qemu_argv
+from lab.qemu import QemuProcess, qemu_argv, qemu_user
 from lab.remote import Remote, wait_for_banner
 from lab.hosttools import qemu_binary
 
@@ -111,11 +111,11 @@ def start_guest(request: BootRequest, ports: PortAllocator) -> RunningGuest:
 
 
 def _start_qemu(request: BootRequest, ports: PortAllocator) -> tuple[QemuProcess, int]:
-    binary = qemu_binary(request.arch)
+    binary, run_as = qemu_binary(request.arch), qemu_user()
     for attempt in range(1, PORT_ATTEMPTS + 1):
         port = ports.take()
         argv = qemu_argv(request.arch, kernel=request.kernel, initrd=request.initrd, ssh_port=port,
-                         accel=request.accel, binary=binary, scratch_disk=request.scratch_disk)
+                         accel=request.accel, binary=binary, scratch_disk=request.scratch_disk, run_as=run_as)
         qemu = QemuProcess(argv, request.console_log)
         # The exact command, for reproducing a boot by hand.
         request.console_log.with_suffix(".cmdline").write_text(shlex.join(argv) + "\n")

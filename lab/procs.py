@@ -22,7 +22,7 @@ from lab.errors import InfraError
 PROBE_TIMEOUT_S = 60.0  # --version, dpkg-query, git rev-parse: instant when healthy
 _PR_SET_PDEATHSIG = 1
 # -I -S: stdlib only, no site or environment: starts in milliseconds, whatever the build's env.
-_GUARDIAN = [sys.executable, "-I", "-S", str(Path(__file__).with_name("guardian.py"))]
+GUARDIAN = [sys.executable, "-I", "-S", str(Path(__file__).with_name("guardian.py"))]
 
 
 class CommandTimeout(InfraError):
@@ -33,7 +33,7 @@ class CommandTimeout(InfraError):
         self.timeout_s = timeout_s
 
 
-def _guard(parent: int) -> None:
+def guard(parent: int) -> None:
     """In the child before exec: SIGTERM when the lab's thread dies, and no race with that."""
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:
@@ -69,8 +69,8 @@ def run(argv: list[str], *, timeout_s: float, input: bytes | str | None = None,
     else:
         popen_kwargs["stdin"] = subprocess.PIPE
     parent = os.getpid()
-    proc = subprocess.Popen([*_GUARDIAN, *argv], start_new_session=True,
-                            preexec_fn=lambda: _guard(parent), **popen_kwargs)
+    proc = subprocess.Popen([*GUARDIAN, *argv], start_new_session=True,
+                            preexec_fn=lambda: guard(parent), **popen_kwargs)
     try:
         stdout, stderr = proc.communicate(input, timeout=timeout_s)
     except subprocess.TimeoutExpired:

@@ -1,14 +1,22 @@
 """QEMU: a pure argv builder, and the lifecycle of one QEMU process.
 
 Every QEMU the lab starts runs in its own session (pexpect gives it a pty and
-makes it a session leader), is registered in a process-wide table, and is
-killed by process group on stop, on error and on signals: no orphans.
+makes the lab's guardian, which starts QEMU, its session leader), is registered
+in a process-wide table, and is killed by process group on stop, on error and on
+signals: no orphans.
+
+QEMU runs untrusted kernels and tests, so it runs confined, as libvirt runs it:
+under its seccomp sandbox, and, when the lab is root, as the unprivileged user
+QEMU_USER (made by ./just setup) from the moment its files are open (-runas).
+The kernel clears a process's parent-death signal when its uid changes, so a
+dropped QEMU would outlive a SIGKILLed lab; the guardian (lab.guardian, root,
+the lab's direct child) keeps the parent-death signal and takes QEMU down with it.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
+import pwd
 import signal
 import threading
 import time
@@ -16,11 +24,23 @@ from pathlib import Path
 
 import pexpect
 
+from lab import procs
 from lab.config import Arch
 from lab.console import Console
-from lab.errors import BootError, PortTakenError
+from lab.errors import BootError, PortTakenError, UserError
 
 ACCELERATORS = ("tcg", "kvm")
+
+# The user QEMU runs as when the lab is root (scripts/setup-host creates it).
+QEMU_USER = "qemu-lab"
+# QEMU's seccomp sandbox as libvirt asks for it: no obsolete system calls, no fork or
+# exec, no scheduler or CPU-affinity changes. elevateprivileges=deny (no set*uid/gid)
+# joins it only when QEMU drops no privileges itself: QEMU 7.2 installs the filter
+# before -runas calls setuid, which the filter would then kill ("Bad system call",
+# seen here). A QEMU that ran -runas has no capabilities and no_new_privs set, so it
+# has no privilege to elevate to.
+SANDBOX = "on,obsolete=deny,spawn=deny,resourcecontrol=deny"
+SANDBOX_UNPRIVILEGED = SANDBOX + ",elevateprivileges=deny"
 
 # QEMU exiting within this time after start is a setup failure (bad option,
 # port taken, missing file), not a guest problem.
@@ -28,8 +48,9 @@ EARLY_EXIT_S = 0.5
 
 
 def qemu_argv(arch: Arch, *, kernel: Path, initrd: Path, ssh_port: int, accel: str = "tcg",
-              binary: str | None = None, scratch_disk: Path | None = None) -> list[str]:
-    """The QEMU command line for one guest of `arch`. Pure: no I/O, no environment."""
+              binary: str | None = None, scratch_disk: Path | None = None, run_as: str | None = None) -> list[str]:
+    """The QEMU command line for one guest of `arch`. Pure: no I/O, no environment.
+    `run_as`: the user QEMU drops to after opening its files (the lab is root)."""
     q = arch.qemu
     argv = [binary or q.binary]
     if q.machine:
@@ -59,25 +80,28 @@ def qemu_argv(arch: Arch, *, kernel: Path, initrd: Path, ssh_port: int, accel: s
         argv += ["-drive", f"file={_option_value(str(scratch_disk))},if=none,format=raw,id=scratch",
                  "-device", f"{q.disk},drive=scratch"]
     argv += list(q.extra_args)
+    argv += ["-sandbox", SANDBOX if run_as else SANDBOX_UNPRIVILEGED]
+    if run_as:
+        argv += ["-runas", run_as]
     return argv
+
+
+def qemu_user() -> str | None:
+    """The user QEMU runs as: QEMU_USER when the lab is root, else None (QEMU runs as
+    the lab's own unprivileged user). UserError when root and the user is missing."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(QEMU_USER)
+    except KeyError:
+        raise UserError(f"the user {QEMU_USER}, which QEMU runs as when the lab is root, does not exist: "
+                        f"run ./just setup (scripts/setup-host creates it)") from None
+    return QEMU_USER
 
 
 def _option_value(text: str) -> str:
     """A value inside a QEMU key=value,... option: a comma ends the value unless doubled."""
     return text.replace(",", ",,")
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: the kernel SIGKILLs QEMU if the lab dies, even by SIGKILL.
-
-    (Closing the pty already hangs QEMU up, but a hung or SIGHUP-deaf process would
-    survive that. The signal follows the thread that started QEMU; that job thread
-    owns the guest until it is powered off, so it never ends before its QEMU.)
-    """
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 _live: set["QemuProcess"] = set()
@@ -132,9 +156,18 @@ class QemuProcess:
         with _live_lock:
             if _closing:
                 raise BootError("not starting QEMU: the lab is stopping")
+            # Under the guardian, with its parent-death signal (lab.procs): the kernel
+            # signals it if the lab dies, even by SIGKILL, and it kills its process group,
+            # QEMU with it, whatever user QEMU has become. (Closing the pty hangs QEMU up
+            # too, but a hung or SIGHUP-deaf process would survive that.) The signal follows
+            # the thread that started it; that job thread owns the guest until it is
+            # powered off, so it never ends before its QEMU.
+            guarded = [*procs.GUARDIAN, *self.argv]
+            parent = os.getpid()
             try:
-                self.child = pexpect.spawn(self.argv[0], self.argv[1:], timeout=None, echo=False,
-                                           env={**os.environ, "LC_ALL": "C"}, preexec_fn=_die_with_parent)
+                self.child = pexpect.spawn(guarded[0], guarded[1:], timeout=None, echo=False,
+                                           env={**os.environ, "LC_ALL": "C"},
+                                           preexec_fn=lambda: procs.guard(parent))
             except pexpect.ExceptionPexpect as exc:
                 raise BootError(f"could not start {self.argv[0]}: {exc}") from None
             _live.add(self)
@@ -163,10 +196,10 @@ class QemuProcess:
         if child is None:
             return
         try:
-            # isalive() reaps an exited QEMU, so a stale pid is never signalled.
-            if child.isalive():
-                os.killpg(child.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError, pexpect.ExceptionPexpect):
+            # The whole group, also when the guardian alone is gone (killed by someone):
+            # QEMU in it keeps the group's id from being reused while it lives.
+            os.killpg(child.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             pass
         if self.console:
             self.console.wait_eof(5.0)

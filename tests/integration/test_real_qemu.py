@@ -7,6 +7,7 @@ lab's cache (several minutes); later runs reuse them.
 import dataclasses
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -429,10 +430,7 @@ def test_qemu_killed_mid_test_is_retried_not_failed(artifacts, tmp_path):
     deadline = time.monotonic() + 120
     victim = None
     while time.monotonic() < deadline and victim is None:
-        if cmdline.exists():
-            port = cmdline.read_text().split("hostfwd=tcp:127.0.0.1:")[1].split("-")[0]
-            victim = next((int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-                           and f"127.0.0.1:{port}-".encode() in _cmdline(p)), None)
+        victim = _qemu_of(cmdline)
         time.sleep(0.05)
     assert victim, "QEMU did not start"
     # Once the guest is up the lab logs in, pushes and runs the 6 s test: kill QEMU in there.
@@ -450,6 +448,53 @@ def test_qemu_killed_mid_test_is_retried_not_failed(artifacts, tmp_path):
     assert len(cell["retries"]) == 1, cell
     assert "retrying after an infrastructure error" in stderr
     assert (out / "logs/i386-pae/6.12/console-2.log").is_file()
+
+
+def _qemu_of(cmdline_file: Path) -> int | None:
+    """The pid of the QEMU (not its guardian) started with the command line in that file."""
+    if not cmdline_file.exists():
+        return None
+    port = cmdline_file.read_text().split("hostfwd=tcp:127.0.0.1:")[1].split("-")[0]
+    return next((int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                 and os.path.basename(_cmdline(p).split(b"\0")[0]).startswith(b"qemu-system-")
+                 and f"127.0.0.1:{port}-".encode() in _cmdline(p)), None)
+
+
+def _status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def test_qemu_runs_sandboxed_and_unprivileged_and_dies_with_a_sigkilled_lab(artifacts, repo_copy, tmp_path):
+    """Issue 27 item 2: QEMU ran as root with every system call available."""
+    (repo_copy / "testcases/sleeper.c").write_text(
+        '#include <stdio.h>\n#include <unistd.h>\nint main(void) { sleep(60); puts("PASS: slept"); return 0; }\n')
+    (repo_copy / "testcases/sleeper.toml").write_text('description = "sleeper"\nsource = "sleeper.c"\n')
+    out = tmp_path / "run"
+    before = set(qemu_processes())
+    lab = subprocess.Popen([sys.executable, "-m", "lab", "run", "--arch", ARCH, "--kernel", "6.1", "--test",
+                            "sleeper", "--out", str(out)], cwd=REPO, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env={**os.environ, "LAB_ROOT": str(repo_copy)})
+    try:
+        console = out / "logs/i386-pae/6.1/console.log"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (console.exists() and b"qemu-lab: READY" in console.read_bytes()):
+            time.sleep(0.1)
+        qemu = _qemu_of(out / "logs/i386-pae/6.1/console.cmdline")
+        assert qemu, "QEMU did not start"
+        status = _status(qemu)
+        print({k: status[k] for k in ("Uid", "Gid", "Groups", "CapEff", "NoNewPrivs", "Seccomp")})
+        assert status["Seccomp"] == "2", "QEMU's seccomp filter is on"
+        uids = set(status["Uid"].split())
+        if os.geteuid() == 0:
+            assert uids == {str(pwd.getpwnam("qemu-lab").pw_uid)} and status["CapEff"] == "0000000000000000"
+    finally:
+        lab.kill()  # SIGKILL: no handler runs; the guardian takes the dropped QEMU down
+        lab.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and set(qemu_processes()) - before:
+        time.sleep(0.1)
+    assert set(qemu_processes()) - before == set(), "a QEMU that dropped its uid still dies with the lab"
 
 
 def _cmdline(proc_dir):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lab.config import load_lab
-from lab.qemu import qemu_argv
+from lab.qemu import QEMU_USER, qemu_argv
 from conftest import REPO
 
 LAB = load_lab(REPO)
@@ -26,7 +26,8 @@ def _argv(name, **kw):
 
 @pytest.mark.parametrize("name", sorted(LAB.arches))
 def test_argv_golden(name):
-    line = shlex.join(_argv(name)) + "\n"
+    """As a root agent runs it: confined, and dropped to QEMU_USER."""
+    line = shlex.join(_argv(name, run_as=QEMU_USER)) + "\n"
     golden = GOLDEN / f"argv-{name}.txt"
     if os.environ.get("LAB_REGEN_GOLDEN"):
         golden.write_text(line)
@@ -47,6 +48,14 @@ def test_argv_invariants(name):
     assert argv.count("-netdev") == 1 and not any(a.startswith("-nic") for a in argv)
     assert "-no-reboot" in argv
     assert "panic=-1" in argv[argv.index("-append") + 1]
+
+
+@pytest.mark.parametrize("name", sorted(LAB.arches))
+def test_every_guest_runs_in_the_sandbox_and_as_root_drops_to_the_lab_user(name):
+    as_root, as_user = _argv(name, run_as=QEMU_USER), _argv(name)
+    assert as_root[-4:] == ["-sandbox", "on,obsolete=deny,spawn=deny,resourcecontrol=deny", "-runas", QEMU_USER]
+    assert as_user[-2:] == ["-sandbox", "on,obsolete=deny,spawn=deny,resourcecontrol=deny,elevateprivileges=deny"]
+    assert "-runas" not in as_user
 
 
 def test_accel_and_binary_are_respected():
@@ -78,3 +87,18 @@ def test_console_on_a_later_serial_port_leaves_earlier_ports_unconnected(port):
     argv = qemu_argv(arch, kernel=Path("/k"), initrd=Path("/i"), ssh_port=1)
     serials = [argv[i + 1] for i, a in enumerate(argv) if a == "-serial"]
     assert serials == ["null"] * port + ["stdio"]
+
+
+def test_setup_creates_the_user_qemu_runs_as():
+    assert f"qemu_user={QEMU_USER}\n" in (REPO / "scripts/setup-host").read_text()
+
+
+def test_a_root_lab_without_the_qemu_user_says_to_run_setup(monkeypatch):
+    from lab import qemu
+    from lab.errors import UserError
+    monkeypatch.setattr(qemu, "QEMU_USER", "qemu-lab-missing-user")
+    monkeypatch.setattr(qemu.os, "geteuid", lambda: 0)
+    with pytest.raises(UserError, match="the user qemu-lab-missing-user, which QEMU runs as .* run ./just setup"):
+        qemu.qemu_user()
+    monkeypatch.setattr(qemu.os, "geteuid", lambda: 1000)
+    assert qemu.qemu_user() is None
