@@ -11,12 +11,17 @@ objects of the files they did not change.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import safe_read
 from lab.cache import cache_root
+from lab.errors import BuildError
 from lab.hosttools import require_tool
+from lab.owner import Owner
 
+STATS_MAX_BYTES = 64 * safe_read.MIB  # a line per compile: a full kernel writes about 1 MiB
 MAX_SIZE = "20G"  # about 60 tinyconfig kernel builds of distinct sources
 _HIT_COUNTERS = ("direct_cache_hit", "preprocessed_cache_hit")
 _MISS_COUNTERS = ("cache_miss",)
@@ -44,16 +49,29 @@ def compiler_prefix() -> list[str]:
     return [require_tool("ccache", "ccache")]
 
 
-def directory() -> Path:
+def directory(owner: Owner | None = None) -> Path:
     """The compiler cache: in the lab's cache, unless LAB_CCACHE_DIR names another
-    (the dev-loop benchmark starts from an empty one)."""
+    (the dev-loop benchmark starts from an empty one). A tree owner other than the lab's
+    user has one of their own (made theirs here), so that nothing their tree's build runs
+    can poison the objects of the lab's own builds."""
+    if owner is not None and not owner.is_us:
+        users = cache_root() / "ccache-users"
+        users.mkdir(parents=True, exist_ok=True)
+        path = users / str(owner.uid)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                raise BuildError(f"{path}: not a directory (the compiler cache of {owner})") from None
+        owner.own(path)
+        return path
     return Path(os.environ.get("LAB_CCACHE_DIR") or cache_root() / "ccache")
 
 
-def environment(stats_log: Path) -> dict[str, str]:
+def environment(stats_log: Path, owner: Owner | None = None) -> dict[str, str]:
     """ccache's settings for one build; its counters go to `stats_log` only."""
     return {
-        "CCACHE_DIR": str(directory()),
+        "CCACHE_DIR": str(directory(owner)),
         # Absolute paths under / become relative to the build directory: identical for
         # identical layouts, wherever the work directory is.
         "CCACHE_BASEDIR": "/",
@@ -65,8 +83,8 @@ def environment(stats_log: Path) -> dict[str, str]:
 
 def read_stats(stats_log: Path) -> Stats:
     """Hits and misses in a stats log ("# file" lines, then one counter name per line)."""
-    try:
-        lines = stats_log.read_text(errors="replace").splitlines()
+    try:  # in a tree owner's build directory: never followed, bounded
+        lines = safe_read.read_text(stats_log, STATS_MAX_BYTES, BuildError).splitlines()
     except FileNotFoundError:
         return Stats(0, 0)
     counters = [line.strip() for line in lines if line.strip() and not line.startswith("#")]

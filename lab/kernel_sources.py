@@ -8,6 +8,7 @@ cache key built from it.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from lab.progress import Notify
 from lab.config import KernelSource
 from lab.errors import BuildError, MissingToolError, UserError
 from lab.hosttools import require_tool
-
+from lab.owner import Owner, owner_of
 
 
 @dataclass(frozen=True)
@@ -59,13 +60,40 @@ class TreeState:
         return f"HEAD {self.head[:12]}" + (", with uncommitted changes" if self.dirty else "")
 
 
+# What a repository's configuration could make the lab's own reads run: hooks (the index
+# is never written: --no-optional-locks, so no post-index-change either), the file-system
+# monitor, an external diff, submodules' own configurations. Filters are turned off by
+# name (safe_git_argv). Git runs as the tree's owner anyway (lab.owner): these keep even
+# the owner's programs out of a read that should run nothing.
+_GIT_RUNS_NOTHING = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-c", "diff.external=",
+                     "-c", "core.untrackedCache=false", "--no-optional-locks")
+
+
+def safe_git_argv(tree: Path, owner: Owner) -> list[str]:
+    """git for the lab's reads of `tree`: as its owner, with every program its
+    configuration names turned off (the filters found in it, by name)."""
+    base = ["git", *_GIT_RUNS_NOTHING, "-C", str(tree)]
+    listed = procs.probe(owner.argv([*base, "config", "--get-regexp", r"^filter\..*\.(clean|smudge|process)$"]),
+                         env={**os.environ, **owner.environment()})
+    drivers = sorted({line.split()[0].split(".")[1] for line in listed.stdout.splitlines() if line.count(".") >= 2})
+    off = [word for name in drivers for word in ("-c", f"filter.{name}.clean=", "-c", f"filter.{name}.smudge=",
+                                                 "-c", f"filter.{name}.process=", "-c", f"filter.{name}.required=false")]
+    return owner.argv(["git", *_GIT_RUNS_NOTHING, *off, "-C", str(tree)])
+
+
 def tree_state(tree: Path) -> TreeState:
-    """HEAD and edits of a tree; git is asked to trust it (it may belong to another user)."""
-    git = ["git", "-c", f"safe.directory={tree}", "-C", str(tree)]
-    head = procs.probe([*git, "rev-parse", "--verify", "-q", "HEAD"]) if shutil.which("git") else None
-    if head is None or head.returncode != 0:
+    """HEAD and edits of a tree, read by git as the tree's owner (lab.owner), which
+    needs no safe.directory and runs nothing the repository's configuration names."""
+    if not shutil.which("git"):
         return TreeState("", False)
-    status = procs.probe([*git, "status", "--porcelain", "--untracked-files=no"])
+    owner = owner_of(tree)
+    env = {**os.environ, **owner.environment()}
+    git = safe_git_argv(tree, owner)
+    head = procs.probe([*git, "rev-parse", "--verify", "-q", "HEAD"], env=env)
+    if head.returncode != 0:
+        return TreeState("", False)
+    status = procs.probe([*git, "status", "--porcelain", "--untracked-files=no", "--ignore-submodules=all"],
+                         env=env)
     return TreeState(head.stdout.strip(), bool(status.stdout.strip()) or status.returncode != 0)
 
 

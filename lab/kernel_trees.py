@@ -7,29 +7,36 @@ edit touched and relinks. The tree is seen through a fresh mirror of hard links
 build: the same layout as every other kernel build (lab.ccache), edits made
 during a build do not reach it half-way, and nothing is ever written to the
 user's tree. Builds of one tree for one arch are serialized by the entry's lock.
+Every step on the tree (its git reads, the mirror, make) runs as the tree's owner
+(lab.owner), in src/ and build/ that are theirs, with a compiler cache of their
+own; the lab reads what the build made as regular files only, never through a link.
 The image that boots is copied into its own entry, keyed by its content, so a
 later build cannot change a kernel a run is about to boot.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
+import stat
 import time
 from pathlib import Path
 
-from lab import names
+from lab import ccache, names, safe_read
 from lab.buildlog import run_logged
-from lab.cache import Entry, Workspace, content_key, ensure, sha256_file
+from lab.cache import Entry, Workspace, cache_root, content_key, ensure
 from lab.config import Arch, KernelSource, Lab
-from lab.errors import UserError
+from lab.errors import BuildError, UserError
 from lab.hosttools import Compiler
 from lab.kernel_sources import tree_state
-from lab.kernels import KernelArtifact, configure, fragments_for, make_command, make_image
+from lab.kernels import KernelArtifact, check_config, configure, fragments_for, make_command, make_image
+from lab.owner import Owner, owner_of, require_reachable
 from lab.progress import Notify
 
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"  # 2: src/ and build/ are the tree owner's; the lab's files beside them
+IMAGE_MAX_BYTES = 512 * safe_read.MIB  # an allyesconfig vmlinux is about 300 MiB
 # What kbuild itself refuses for out-of-tree builds ("source tree is not clean").
 _IN_TREE_OUTPUT = (".config", "include/config", "include/generated")
 _COMPILED = re.compile(r"^\s+CC\s+\S+\.o$", re.MULTILINE)
@@ -85,30 +92,26 @@ def tree_build_entry(lab: Lab, arch: Arch, source: KernelSource, compiler: Compi
 
 def ensure_tree_kernel(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler,
                        progress: Notify) -> KernelArtifact:
-    """Build the tree as it is now (incrementally) and return the image to boot."""
+    """Build the tree as it is now (incrementally), as its owner, and return the image to boot."""
+    owner = owner_of(Path(source.tree))
+    require_reachable(owner, cache_root(), f"--tree {source.tree}")
     entry = tree_build_entry(lab, arch, source, compiler)
     what = f"kernel {source.name} for {arch.name}"
     entry.hold()
     with entry.lock():
-        entry.path.mkdir(parents=True, exist_ok=True)
+        entry.path.mkdir(parents=True, exist_ok=True)  # the lab's: the log and the configured mark
         log = entry.path / "build.log"
         log.unlink(missing_ok=True)
-        progress(f"building {what} from {source.tree} (log: {log})")
+        progress(f"building {what} from {source.tree} as {owner} (log: {log})")
         started = time.monotonic()
         state = tree_state(Path(source.tree))
-        src, build = entry.path / "src", entry.path / "build"
-        _mirror(Path(source.tree), src, log, what)
-        make = make_command(src, build, arch, compiler)
-        configured = build / ".lab-configured"  # configured once: the fragments are part of the key
-        if not configured.exists():
-            configure(lab, arch, src, build, make, log, what, fragments_for(lab, arch, source))
-            configured.touch()
-        stats = make_image(lab, arch, make, log, what, entry.path / "ccache-stats.log")
+        stats = _build(lab, arch, source, compiler, owner, entry.path, log, what)
+        build = entry.path / "build"
         compiled = len(_COMPILED.findall(log.read_text(errors="replace")))
-        release = (build / "include" / "config" / "kernel.release").read_text().strip()
-        facts = {"tree": source.tree, "tree_head": state.head or "none", "tree_dirty": str(state.dirty).lower(),
-                 "compiled_objects": str(compiled), "ccache_hits": str(stats.hits),
-                 "ccache_misses": str(stats.misses), "tree_build_log": str(log)}
+        release = _owners_file(build / "include" / "config" / "kernel.release").decode(errors="replace").strip()
+        facts = {"tree": source.tree, "tree_owner": str(owner), "tree_head": state.head or "none",
+                 "tree_dirty": str(state.dirty).lower(), "compiled_objects": str(compiled),
+                 "ccache_hits": str(stats.hits), "ccache_misses": str(stats.misses), "tree_build_log": str(log)}
         booted = _keep_image(arch, build, log, release, facts)
     seconds = time.monotonic() - started
     progress(f"built {what}: {release} in {seconds:.1f} s ({compiled} objects compiled; {stats})")
@@ -116,24 +119,63 @@ def ensure_tree_kernel(lab: Lab, arch: Arch, source: KernelSource, compiler: Com
                           config=booted.path / "config", version=release, provenance=tuple(facts.items()))
 
 
-def _mirror(tree: Path, src: Path, log: Path, what: str) -> None:
-    """A fresh mirror of the tree at `src`: hard links on the same file system, else a copy.
-    Modification times are the tree's, so make rebuilds what changed since the last build."""
-    shutil.rmtree(src, ignore_errors=True)
-    src.mkdir()
+def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, owner: Owner, place: Path,
+           log: Path, what: str) -> ccache.Stats:
+    """Mirror, configure (once; checked again before every build: a checkout may have changed
+    what the options depend on) and make, every step as the tree's owner in their own
+    src/ and build/ under `place`."""
+    src, build = _owners_dir(place / "src", owner), _owners_dir(place / "build", owner)
+    _mirror(Path(source.tree), src, log, what, owner)
+    make = owner.argv(make_command(src, build, arch, compiler))
+    fragments = fragments_for(lab, arch, source)
+    configured = place / "configured"  # configured once: the fragments are part of the key
+    if configured.exists():
+        check_config(lab, arch, src, build, make, log, what, fragments)
+    else:
+        configure(lab, arch, src, build, make, log, what, fragments)
+        configured.touch()
+    return make_image(lab, arch, make, log, what, build / ".lab-ccache-stats.log", owner)
+
+
+def _owners_dir(path: Path, owner: Owner) -> Path:
+    """A directory the owner's build writes in, theirs (made if missing; never a link)."""
+    try:
+        path.mkdir()
+    except FileExistsError:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise BuildError(f"{path}: not a directory (a tree build's)") from None
+    owner.own(path)
+    return path
+
+
+def _owners_file(path: Path) -> bytes:
+    """A file the owner's build made, read by the lab: a regular file, never a link, bounded."""
+    return safe_read.read_bytes(path, IMAGE_MAX_BYTES, BuildError)
+
+
+def _mirror(tree: Path, src: Path, log: Path, what: str, owner: Owner) -> None:
+    """A fresh mirror of the tree at `src`, made by the owner: hard links on the same file
+    system, else a copy. Modification times are the tree's, so make rebuilds what changed."""
+    for item in list(src.iterdir()):
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item)  # which never follows a link
+        else:
+            item.unlink()
     same_fs = os.stat(tree).st_dev == os.stat(src).st_dev
     entries = sorted(str(p) for p in tree.iterdir() if p.name != ".git")
-    run_logged(["cp", "-al" if same_fs else "-a", "--", *entries, str(src)], log, what=f"{what}: mirroring {tree}")
+    run_logged(owner.argv(["cp", "-al" if same_fs else "-a", "--", *entries, str(src)]), log,
+               what=f"{what}: mirroring {tree}")
 
 
 def _keep_image(arch: Arch, build: Path, log: Path, release: str, facts: dict) -> Entry:
-    """The built image (and its config and log) in an entry of its own, keyed by content."""
-    image = build / arch.kernel.image_path
-    entry = Entry("tree-kernels", content_key(sha256_file(image), sha256_file(build / ".config")))
+    """The built image (and its config and log) in an entry of its own, keyed by content:
+    read from the owner's build directory as regular files, never through a link."""
+    image, config = _owners_file(build / arch.kernel.image_path), _owners_file(build / ".config")
+    entry = Entry("tree-kernels", content_key(hashlib.sha256(image).hexdigest(), hashlib.sha256(config).hexdigest()))
 
     def keep(space: Workspace) -> dict:
-        shutil.copy(image, space.result / "image")
-        shutil.copy(build / ".config", space.result / "config")
+        (space.result / "image").write_bytes(image)
+        (space.result / "config").write_bytes(config)
         shutil.copy(log, space.result / "tree-build.log")
         return {"ok": True, "version": release, "arch": arch.name, **facts}
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import ccache
+from lab import atomic, ccache, safe_read
 from lab.buildlog import first_error_line, jobs, run_logged
 from lab.cache import Entry, Workspace, content_key, ensure
 from lab.progress import Notify
@@ -21,9 +21,11 @@ from lab.config import Arch, KernelSource, Lab
 from lab.errors import BuildError, BuildTimeout
 from lab.kernel_sources import resolve, source_tree
 from lab.hosttools import Compiler, compiler_for, known_miscompile, require_tool
+from lab.owner import Owner
 
 # Bump when the build procedure changes in a way that changes its output.
 RECIPE_VERSION = "1"
+CONFIG_MAX_BYTES = 4 * safe_read.MIB  # an allmodconfig .config is about 300 KiB
 
 
 
@@ -109,7 +111,7 @@ def defined_symbols(tree: Path, arch_dir: str) -> set[str]:
         parts = kconfig.relative_to(tree).parts
         if parts[0] == "arch" and len(parts) > 2 and parts[1] != arch_dir:
             continue
-        if kconfig.is_file():
+        if kconfig.is_file() and not kconfig.is_symlink():  # a tree's: never followed out of it
             symbols.update("CONFIG_" + s for s in _KCONFIG_SYMBOL.findall(kconfig.read_text(errors="replace")))
     return symbols
 
@@ -191,11 +193,14 @@ def make_command(src: Path, build: Path, arch: Arch, compiler: Compiler) -> list
             f"-j{jobs()}"]
 
 
-def make_image(lab: Lab, arch: Arch, make: list[str], log: Path, what: str, stats_log: Path) -> ccache.Stats:
-    """make the arch's image target; ccache's hits and misses of this make, also in the log."""
+def make_image(lab: Lab, arch: Arch, make: list[str], log: Path, what: str, stats_log: Path,
+               owner: Owner | None = None) -> ccache.Stats:
+    """make the arch's image target; ccache's hits and misses of this make, also in the log.
+    With an owner (a --tree of another user), make runs as them with their own ccache."""
     stats_log.unlink(missing_ok=True)
+    env = {**ccache.environment(stats_log, owner), **(owner.environment() if owner else {})}
     run_logged(make + [arch.kernel.image_target], log, what=f"{what}: make {arch.kernel.image_target}",
-               timeout_s=lab.build.timeout_s, env=ccache.environment(stats_log))
+               timeout_s=lab.build.timeout_s, env=env)
     stats = ccache.read_stats(stats_log)
     with log.open("a") as fh:
         fh.write(f"lab: {stats}\n")
@@ -209,17 +214,32 @@ def configure(lab: Lab, arch: Arch, src: Path, build: Path, make: list[str], log
     run_logged(make + ["tinyconfig"], log, what=f"{what}: make tinyconfig", timeout_s=limit)
     wanted = wanted_options(fragments)
     dot_config = build / ".config"
-    dot_config.write_text(merge_fragments(dot_config.read_text(), wanted))
-    run_logged(make + ["olddefconfig"], log, what=f"{what}: make olddefconfig", timeout_s=limit)
+    # The build directory may be a tree owner's: read and replaced, never followed (a link).
+    atomic.write_text(dot_config, merge_fragments(_read_config(dot_config), wanted))
+    check_config(lab, arch, src, build, make, log, what, fragments)
+
+
+def check_config(lab: Lab, arch: Arch, src: Path, build: Path, make: list[str], log: Path, what: str,
+                 fragments: list[Path]) -> None:
+    """olddefconfig, then BuildError if an option of the fragments did not take effect
+    (after configure, and before every incremental build of a tree: a checkout of
+    another version may have changed what the options depend on)."""
+    run_logged(make + ["olddefconfig"], log, what=f"{what}: make olddefconfig", timeout_s=lab.build.timeout_s)
+    wanted = wanted_options(fragments)
     defined = defined_symbols(src, arch.kernel.arch_dir)
     unknown = sorted(set(wanted) - defined)
     if unknown:
         with log.open("a") as fh:
             fh.write(f"lab: not defined by this kernel version, not checked: {' '.join(unknown)}\n")
-    unmet = unmet_options(dot_config.read_text(), wanted, defined)
+    dot_config = build / ".config"
+    unmet = unmet_options(_read_config(dot_config), wanted, defined)
     if unmet:
         raise BuildError(f"{what}: config options did not take effect (unmet dependencies?): "
                          f"{', '.join(unmet)} (config: {dot_config}; log: {log})")
+
+
+def _read_config(path: Path) -> str:
+    return safe_read.read_text(path, CONFIG_MAX_BYTES, BuildError)
 
 
 def planned_image(lab: Lab, arch: Arch, source: KernelSource) -> Path:

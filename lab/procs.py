@@ -84,6 +84,6 @@ def run(argv: list[str], *, timeout_s: float, input: bytes | str | None = None,
     return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
 
-def probe(argv: list[str], timeout_s: float = PROBE_TIMEOUT_S) -> subprocess.CompletedProcess:
+def probe(argv: list[str], timeout_s: float = PROBE_TIMEOUT_S, env: dict | None = None) -> subprocess.CompletedProcess:
     """A short query (a --version, dpkg-query, git rev-parse): its text output, bounded."""
-    return run(argv, timeout_s=timeout_s, capture_output=True, text=True)
+    return run(argv, timeout_s=timeout_s, capture_output=True, text=True, env=env)

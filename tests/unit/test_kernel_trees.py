@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,95 @@ def test_links_inside_the_tree_are_fine(fake_tree):
     (fake_tree / "mm" / "alias.c").symlink_to("memory.c")
     (fake_tree / "mm" / "dangling.c").symlink_to("nothing-here.c")
     assert tree_source(fake_tree, []).tree == str(fake_tree)
+
+
+NOBODY = 65534
+HOOK = "#!/bin/sh\nid -u >> {marker}\n"
+
+
+@pytest.fixture
+def others_tree(tmp_path, monkeypatch, fake_i686_gcc):
+    """A git tree of the user nobody whose configuration names programs (fsmonitor, a clean
+    filter, hooks), in a place that user can reach, with the cache there too."""
+    import shutil
+    import tempfile
+    if os.geteuid() != 0:
+        pytest.skip("dropping to a tree's owner needs root")
+    place = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="lab-owner-"))
+    place.chmod(0o755)
+    tree, marker = place / "linux", place / "ran-as-root"
+    (tree / "mm").mkdir(parents=True)
+    (tree / "arch" / "x86").mkdir(parents=True)
+    (tree / "Makefile").write_text(MAKEFILE.replace("\tcat $(OBJS) > $(O)/arch/x86/boot/bzImage",
+                                                    "\t(id -u; cat $(OBJS)) > $(O)/arch/x86/boot/bzImage"))
+    (tree / "Kconfig").write_text("config 64BIT\n\tbool\n")
+    (tree / "mm" / "memory.c").write_text("memory v1\n")
+    (tree / ".gitattributes").write_text("*.c filter=evil\n")
+    hook = place / "hook.sh"
+    hook.write_text(HOOK.format(marker=marker))
+    hook.chmod(0o755)
+    git = ["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "x"], check=True)
+    for key in ("core.fsmonitor", "filter.evil.clean", "filter.evil.process", "core.pager"):
+        subprocess.run(git[:3] + ["config", key, str(hook)], check=True)
+    (tree / ".git" / "hooks" / "post-index-change").write_text(HOOK.format(marker=marker))
+    (tree / ".git" / "hooks" / "post-index-change").chmod(0o755)
+    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(tree)], check=True)
+    (tree / "mm" / "memory.c").touch()  # a changed stat: status would run the clean filter
+    monkeypatch.setenv("LAB_CACHE", str(place / "cache"))
+    yield tree, marker
+    shutil.rmtree(place)
+
+
+def test_a_tree_of_another_user_is_read_and_built_as_that_user(others_tree):
+    """Issue 27 item 1: `lab run --tree T --dry-run` ran T's core.fsmonitor twice as root."""
+    tree, marker = others_tree
+    lab = load_lab(REPO)
+    source = tree_source(tree, [])
+    assert not marker.exists(), "reading the tree ran nothing its git configuration names"
+    built = ensure_kernel(lab, lab.arches["i386-pae"], source)
+    assert built.image.read_text().splitlines()[0] == str(NOBODY), "make ran as the tree's owner"
+    assert dict(built.provenance)["tree_owner"] == f"nobody (uid {NOBODY})"
+    place = next(Path(os.environ["LAB_CACHE"], "tree-builds").glob("*/build")).parent
+    assert (place.stat().st_uid, (place / "build").stat().st_uid, (place / "src").stat().st_uid) == (0, NOBODY, NOBODY)
+    ccache_dir = Path(os.environ["LAB_CACHE"], "ccache-users", str(NOBODY))
+    assert ccache_dir.is_dir() and ccache_dir.stat().st_uid == NOBODY, "a compiler cache of its own"
+    assert not marker.exists()
+
+
+def test_a_tree_whose_owner_cannot_reach_the_cache_is_one_clear_line(others_tree, tmp_path, monkeypatch):
+    tree, _ = others_tree
+    monkeypatch.setenv("LAB_CACHE", str(tmp_path / "cache"))  # under pytest's 0700 directory
+    lab = load_lab(REPO)
+    with pytest.raises(UserError, match=f"--tree {tree} belongs to nobody .uid {NOBODY}.*cannot reach the lab's "
+                                        "cache .*set LAB_CACHE"):
+        ensure_kernel(lab, lab.arches["i386-pae"], tree_source(tree, []))
+
+
+def test_a_link_planted_by_the_owners_build_is_not_followed(others_tree):
+    """The build is the owner's code: a kernel.release or image that is a link to a root-only
+    file is refused, never read into the cache or a guest."""
+    tree, _ = others_tree
+    (tree / "Makefile").write_text(MAKEFILE.replace(
+        "\techo 6.12.999-fake > $(O)/include/config/kernel.release",
+        "\tln -sf /etc/shadow $(O)/include/config/kernel.release"))
+    lab = load_lab(REPO)
+    with pytest.raises(Exception, match="kernel.release: is a symbolic link"):
+        ensure_kernel(lab, lab.arches["i386-pae"], tree_source(tree, []))
+
+
+def test_the_config_is_checked_again_after_a_checkout(fake_tree):
+    """Item 17: a --tree build configured once, so after a checkout of another version the
+    unmet-option check never ran again."""
+    lab = load_lab(REPO)
+    arch = lab.arches["i386-pae"]
+    ensure_kernel(lab, arch, tree_source(fake_tree, []))
+    # The "checkout": this version defines SWAP, which the fragments want, with a dependency
+    # olddefconfig finds unmet (so it drops the option).
+    (fake_tree / "Kconfig").write_text("config 64BIT\n\tbool\nconfig SWAP\n\tbool\n")
+    (fake_tree / "Makefile").write_text(MAKEFILE.replace("olddefconfig:\n\t@true",
+                                                         "olddefconfig:\n\tsed -i '/^CONFIG_SWAP=/d' $(O)/.config"))
+    with pytest.raises(Exception, match="config options did not take effect .*CONFIG_SWAP"):
+        ensure_kernel(lab, arch, tree_source(fake_tree, []))
