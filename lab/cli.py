@@ -98,9 +98,10 @@ def _color_wanted() -> bool:
 # --- commands ------------------------------------------------------------------------
 
 
-def _given_kernel(lab: cfg.Lab, args) -> tuple[cfg.Lab, str | None]:
+def _given_kernel(lab: cfg.Lab, args) -> tuple[cfg.Lab, str | None, dict]:
     """--tree PATH or --kernel-image PATH adds that kernel (checked) as the run's only one;
-    returns the lab and the kernel selection."""
+    returns the lab, the kernel selection, and how to find that kernel again (for run.json,
+    so that --resume can)."""
     if args.fragment and not args.tree:
         raise UserError("--fragment adds to the fragments of a --tree build: give --tree too")
     if args.kernel_config and not args.kernel_image:
@@ -110,13 +111,24 @@ def _given_kernel(lab: cfg.Lab, args) -> tuple[cfg.Lab, str | None]:
         options = " and ".join("--" + flag.replace("_", "-") for flag in given)
         raise UserError(f"{options} each say which kernel to boot: give one of them")
     if args.tree:
-        source = tree_source(Path(args.tree), [Path(f) for f in args.fragment])
+        recorded = {"tree": args.tree, "fragments": list(args.fragment)}
     elif args.kernel_image:
-        source = image_source(Path(args.kernel_image), _one_arch(lab, args, "--kernel-image"),
-                              Path(args.kernel_config) if args.kernel_config else None)
+        recorded = {"kernel_image": args.kernel_image, "kernel_config": args.kernel_config or "",
+                    "arch": _one_arch(lab, args, "--kernel-image").name}
     else:
-        return lab, args.kernel
-    return lab.with_kernel(source), source.name
+        return lab, args.kernel, {}
+    source = _source_of(lab, recorded, "")
+    return lab.with_kernel(source), source.name, recorded
+
+
+def _source_of(lab: cfg.Lab, recorded: dict, resumed: str) -> cfg.KernelSource:
+    """The kernel a --tree or --kernel-image run named (as run.json records it)."""
+    if "tree" in recorded:
+        return tree_source(Path(recorded["tree"]), [Path(f) for f in recorded["fragments"]])
+    if recorded["arch"] not in lab.arches:
+        raise UserError(f"--resume {resumed}: run.json's given_kernel.arch {recorded['arch']!r} is not declared")
+    config = recorded["kernel_config"]
+    return image_source(Path(recorded["kernel_image"]), lab.arches[recorded["arch"]], Path(config) if config else None)
 
 
 def _one_arch(lab: cfg.Lab, args, option: str) -> cfg.Arch:
@@ -133,23 +145,37 @@ def _plan_request(args, kernel: str | None) -> plan.Request:
                         shard_costs=Path(args.shard_costs) if args.shard_costs else None)
 
 
-def _resumed_plan(lab: cfg.Lab, args, out: Path) -> dict:
+def _resumed_plan(lab: cfg.Lab, args, out: Path) -> tuple[cfg.Lab, dict]:
+    """The plan in `out`, with the kernel of a --tree or --kernel-image run found again
+    where run.json says (and refused if it is no longer the kernel the run had)."""
     given = [flag for flag in ("arch", "kernel", "test", "out", "shard", "tree", "kernel_image")
              if getattr(args, flag)]
     given += ["param"] * bool(args.param) + ["repeat"] * (args.repeat != 1)
     if given:
         raise UserError(f"--resume continues a run as it was planned: drop --{given[0].replace('_', '-')}")
-    return plan.resumed_plan(lab, out)
+    meta = rundir.read(out)
+    recorded = rundir.given_kernel(meta, out)
+    if recorded:
+        source = _source_of(lab, recorded, str(out))
+        planned = {kernel for _, kernel in meta["jobs"]}
+        if planned != {source.name}:
+            raise UserError(f"--resume {out}: the run's kernel was {', '.join(sorted(planned))}; "
+                            f"{recorded.get('tree') or recorded.get('kernel_image')} is {source.name} now "
+                            f"(changed since): start a new run")
+        lab = lab.with_kernel(source)
+    return lab, plan.resumed_plan(lab, out)
 
 
 def cmd_run(args) -> int:
     lab = cfg.load_lab()
     out = Path(args.resume) if args.resume else _out_dir(args.out)
     if args.resume:
-        run_plan = _resumed_plan(lab, args, out)
+        lab, run_plan = _resumed_plan(lab, args, out)
     else:
-        lab, kernel = _given_kernel(lab, args)
+        lab, kernel, recorded = _given_kernel(lab, args)
         run_plan = plan.new_plan(lab, _plan_request(args, kernel))
+        if recorded:  # found again by --resume
+            run_plan["given_kernel"] = recorded
     _check_host(lab, list(dict.fromkeys(arch for arch, _ in run_plan["jobs"])))
     baseline = _baseline(args)
     done = {c.key for c in rundir.cells(out)} if args.resume else set()
@@ -250,7 +276,7 @@ def cmd_shell(args) -> int:
     """Boot one guest and hand it over: a shell, one command (-- CMD ARGS) or the console."""
     lab = cfg.load_lab()
     arch = _one_arch(lab, args, "lab shell")
-    lab, kernel = _given_kernel(lab, args)
+    lab, kernel, _ = _given_kernel(lab, args)
     kernels = cfg.pick("kernel", kernel, lab.kernels, ()) if kernel else [plan.newest_kernel(lab, arch.name)]
     if len(kernels) != 1:
         raise UserError(f"lab shell boots one kernel (got --kernel {kernel})")

@@ -99,6 +99,22 @@ def read(directory: Path, *, required: bool = True) -> dict | None:
     return meta
 
 
+_GIVEN_KERNEL_FIELDS = {"tree": str, "fragments": list, "kernel_image": str, "kernel_config": str, "arch": str}
+
+
+def given_kernel(meta: dict, directory: Path) -> dict:
+    """run.json's record of a --tree or --kernel-image kernel ({} for a plan's kernels), checked."""
+    recorded = meta.get("given_kernel", {})
+    wanted = ({"tree", "fragments"}, {"kernel_image", "kernel_config", "arch"}, set())
+    ok = (isinstance(recorded, dict) and set(recorded) in wanted
+          and all(isinstance(v, _GIVEN_KERNEL_FIELDS[k]) for k, v in recorded.items())
+          and all(isinstance(f, str) for f in recorded.get("fragments", [])))
+    if not ok:
+        raise RunDataError(f"{directory / RUN_PLAN}: given_kernel: expected {{tree, fragments}} or "
+                           f"{{kernel_image, kernel_config, arch}}, got {str(recorded)[:80]!r}")
+    return recorded
+
+
 def journal(directory: Path) -> Journal:
     return Journal(directory / JOURNAL)
 

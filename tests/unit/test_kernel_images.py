@@ -155,3 +155,36 @@ def test_a_cached_debian_kernel_is_keyed_by_the_image_magic_it_was_checked_again
     package = DebianPackage("linux-image-6.1.0-50-686-pae", "6.1.176-1", "bookworm", "i386")
     fixed = dataclasses.replace(arch, kernel=dataclasses.replace(arch.kernel, image_magic=("0x202:48647253",)))
     assert kernel_entry(package, arch).key != kernel_entry(package, fixed).key
+
+
+def test_a_kernel_image_run_can_be_resumed_and_a_changed_image_is_refused(tmp_path, isolated_cache, capsys,
+                                                                           monkeypatch):
+    """Issue 27 item 14: --resume of a --kernel-image (or --tree) run failed with "configs no
+    longer declare it", and the option cannot be given again."""
+    from lab import rundir
+    from lab.cli import _given_kernel, build_parser, main
+    from lab.plan import new_plan, Request
+    monkeypatch.setenv("LAB_ROOT", str(REPO))
+    image = _bzimage(tmp_path / "bzImage")
+    args = build_parser().parse_args(["run", "--arch", "i386-pae", "--kernel-image", str(image)])
+    lab, kernel, recorded = _given_kernel(LAB, args)
+    out = tmp_path / "run"
+    out.mkdir()
+    rundir.write(out, {**new_plan(lab, Request(arch="i386-pae", kernel=kernel)), "given_kernel": recorded})
+    assert main(["run", "--resume", str(out), "--dry-run"]) == 0
+    assert f"# i386-pae/{kernel}: " in capsys.readouterr().out
+    image.write_bytes(image.read_bytes() + b"changed")
+    assert main(["run", "--resume", str(out), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"the run's kernel was {kernel}; {image} is image-" in err and "(changed since): start a new run" in err
+
+
+def test_run_json_given_kernel_is_checked(tmp_path, capsys, monkeypatch):
+    from lab import rundir
+    from lab.cli import main
+    monkeypatch.setenv("LAB_ROOT", str(REPO))
+    out = tmp_path / "run"
+    out.mkdir()
+    rundir.write(out, {"jobs": [["i386-pae", "6.1"]], "testcases": ["swp_exclusive"], "given_kernel": {"tree": 5}})
+    assert main(["run", "--resume", str(out), "--dry-run"]) == 2
+    assert "run.json: given_kernel: expected {tree, fragments}" in capsys.readouterr().err

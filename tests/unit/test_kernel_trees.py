@@ -241,3 +241,18 @@ def test_the_config_is_checked_again_after_a_checkout(fake_tree):
                                                          "olddefconfig:\n\tsed -i '/^CONFIG_SWAP=/d' $(O)/.config"))
     with pytest.raises(Exception, match="config options did not take effect .*CONFIG_SWAP"):
         ensure_kernel(lab, arch, tree_source(fake_tree, []))
+
+
+def test_a_tree_run_can_be_resumed(fake_tree, tmp_path, capsys, monkeypatch):
+    """Item 14: the tree is found again where run.json says, and resumed under its name."""
+    from lab import rundir
+    from lab.cli import _given_kernel, build_parser, main
+    from lab.plan import Request, new_plan
+    monkeypatch.setenv("LAB_ROOT", str(REPO))
+    args = build_parser().parse_args(["run", "--arch", "i386-pae", "--tree", str(fake_tree)])
+    lab, kernel, recorded = _given_kernel(load_lab(REPO), args)
+    out = tmp_path / "run"
+    out.mkdir()
+    rundir.write(out, {**new_plan(lab, Request(arch="i386-pae", kernel=kernel)), "given_kernel": recorded})
+    assert main(["run", "--resume", str(out), "--dry-run"]) == 0
+    assert f"# i386-pae/{kernel}: " in capsys.readouterr().out
