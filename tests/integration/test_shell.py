@@ -70,6 +70,17 @@ def test_a_command_past_its_timeout_exits_124(tmp_path):
     assert "sleep did not finish within 3 s" in proc.stderr
 
 
+def test_a_command_that_never_stops_printing_exits_124_at_its_timeout(tmp_path):
+    """Issue 27 item 4: `lab shell --timeout 3 -- yes` never ended."""
+    started = time.monotonic()
+    proc = subprocess.Popen([*SHELL, "--out", str(tmp_path / "shell"), "--timeout", "3", "--", "yes"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, stderr = proc.communicate(timeout=BOOT_S)
+    assert proc.returncode == 124, stderr[-2000:]
+    assert "yes did not finish within 3 s" in stderr
+    assert time.monotonic() - started < BOOT_S
+
+
 def test_serial_console_both_ways_and_ctrl_bracket_leaves(tmp_path):
     child = _spawn(tmp_path, "--console")
     child.expect("Ctrl-] leaves", timeout=BOOT_S)
