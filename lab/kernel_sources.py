@@ -41,7 +41,10 @@ def _installed_tarball(source: KernelSource) -> Path:
 
 def _git_commit(source: KernelSource) -> str:
     require_tool("git", "git")
-    proc = procs.probe(["git", "-C", source.git, "rev-parse", "--verify", f"{source.ref}^{{commit}}"])
+    repo = Path(source.git)
+    owner = owner_of(repo)
+    proc = procs.probe([*safe_git_argv(repo, owner), "rev-parse", "--verify", f"{source.ref}^{{commit}}"],
+                       env={**os.environ, **owner.environment()})
     if proc.returncode != 0:
         raise UserError(f"kernel {source.name}: no commit '{source.ref}' in git tree {source.git}")
     return proc.stdout.strip()
@@ -149,9 +152,15 @@ def _unpack(source: KernelSource, pinned: str, space: Workspace) -> None:
     tree, log = space.result, space.log
     if source.git:
         commit = pinned
-        # A fixed script; the tree, commit and directory are its arguments, never part of it.
-        run_logged(["bash", "-c", 'set -o pipefail; git -C "$1" archive --format=tar "$2" | tar -x -C "$3"',
-                    "git-archive", source.git, commit, str(tree)], log, what=f"{what}: git archive {commit[:12]}")
+        repo = Path(source.git)
+        owner = owner_of(repo)
+        # git as the repository's owner, running nothing its configuration names (filters
+        # apply to archives too); tar, the lab's, extracts into the cache. A fixed script:
+        # the git argv, commit and directory are its arguments, never part of it.
+        run_logged(["bash", "-c", 'set -o pipefail; tree=$1; commit=$2; shift 2; "$@" archive --format=tar '
+                    '"$commit" | tar -x -C "$tree"', "git-archive", str(tree), commit,
+                    *safe_git_argv(repo, owner)], log, what=f"{what}: git archive {commit[:12]}",
+                   env=owner.environment())
         return
     if source.apt_pin:
         debs = space.work / "deb"

@@ -103,3 +103,20 @@ def test_a_tarball_path_with_a_colon_is_a_local_file(tmp_path, isolated_cache, m
     monkeypatch.chdir(tmp_path)
     tree = source_tree(KernelSource(name="colon", tarball="host:dir/linux.tar.xz"), lambda _: None)
     assert (tree / "Makefile").read_text() == "VERSION = 6\n"
+
+
+def test_a_git_source_runs_nothing_its_configuration_names(git_tree, isolated_cache, tmp_path):
+    """Issue 27 item 1: git archive applies filters; the lab's reads run none of them."""
+    marker = tmp_path / "ran"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\ncat\n")
+    hook.chmod(0o755)
+    (git_tree / ".gitattributes").write_text("Makefile filter=evil\n")
+    _git(git_tree, "add", ".gitattributes")
+    _git(git_tree, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "attrs")
+    for key in ("filter.evil.smudge", "filter.evil.clean", "core.fsmonitor"):
+        _git(git_tree, "config", key, str(hook))
+    source = KernelSource(name="mine", git=str(git_tree), ref="HEAD")
+    tree = source_tree(source, lambda _: None)
+    assert (tree / "Makefile").read_text() == "VERSION = 6\nPATCHLEVEL = 100\n"
+    assert not marker.exists()
