@@ -11,7 +11,6 @@ objects of the files they did not change.
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,14 +56,7 @@ def directory(owner: Owner | None = None) -> Path:
     if owner is not None and not owner.is_us:
         users = cache_root() / "ccache-users"
         users.mkdir(parents=True, exist_ok=True)
-        path = users / str(owner.uid)
-        try:
-            path.mkdir()
-        except FileExistsError:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):
-                raise BuildError(f"{path}: not a directory (the compiler cache of {owner})") from None
-        owner.own(path)
-        return path
+        return owner.directory(users / str(owner.uid))
     return Path(os.environ.get("LAB_CCACHE_DIR") or cache_root() / "ccache")
 
 

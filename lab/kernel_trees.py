@@ -20,7 +20,6 @@ import hashlib
 import os
 import re
 import shutil
-import stat
 import time
 from pathlib import Path
 
@@ -124,7 +123,7 @@ def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, owner
     """Mirror, configure (once; checked again before every build: a checkout may have changed
     what the options depend on) and make, every step as the tree's owner in their own
     src/ and build/ under `place`."""
-    src, build = _owners_dir(place / "src", owner), _owners_dir(place / "build", owner)
+    src, build = owner.directory(place / "src"), owner.directory(place / "build")
     _mirror(Path(source.tree), src, log, what, owner)
     make = owner.argv(make_command(src, build, arch, compiler))
     fragments = fragments_for(lab, arch, source)
@@ -135,17 +134,6 @@ def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, owner
         configure(lab, arch, src, build, make, log, what, fragments)
         configured.touch()
     return make_image(lab, arch, make, log, what, build / ".lab-ccache-stats.log", owner)
-
-
-def _owners_dir(path: Path, owner: Owner) -> Path:
-    """A directory the owner's build writes in, theirs (made if missing; never a link)."""
-    try:
-        path.mkdir()
-    except FileExistsError:
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            raise BuildError(f"{path}: not a directory (a tree build's)") from None
-    owner.own(path)
-    return path
 
 
 def _owners_file(path: Path) -> bytes:

@@ -20,7 +20,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.errors import UserError
+from lab.errors import BuildError, UserError
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,17 @@ class Owner:
         following a link there."""
         if not self.is_us:
             os.chown(path, self.uid, self.gid, follow_symlinks=False)
+
+    def directory(self, path: Path) -> Path:
+        """`path`, a directory of the owner's (made if missing; BuildError if something
+        else, a link among them, is there)."""
+        try:
+            path.mkdir()
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                raise BuildError(f"{path}: not a directory (one of {self}'s, made by the lab)") from None
+        self.own(path)
+        return path
 
     def can_reach(self, path: Path) -> bool:
         """Whether the owner may pass through every directory above `path` (search permission)."""
