@@ -55,7 +55,9 @@ def _selection(lab: cfg.Lab, args) -> tuple[list[str], list[str], list[str]]:
 
 def _check_host(lab: cfg.Lab, arches: list[str]) -> None:
     """Fail before any work if a QEMU or compiler is missing (exit 2, naming the package),
-    or if a pinned guest source package is not in apt's lists (naming the pin)."""
+    the user QEMU runs as is (when root), or a pinned guest source package is not in
+    apt's lists (naming the pin)."""
+    qemu_user()
     for name in arches:
         qemu_binary(lab.arches[name])
         compiler_for(lab.arches[name])

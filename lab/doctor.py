@@ -12,6 +12,7 @@ from lab.errors import UserError
 from lab.hostdeps import BASE_PACKAGES
 from lab.images import source_states
 from lab.kernel_sources import resolve
+from lab.qemu import qemu_user
 from lab.hosttools import compiler_for, known_miscompile
 
 # A tinyconfig kernel build tree is ~1.5 GB, an unpacked source tree as much again.
@@ -43,6 +44,11 @@ def checks(lab: Lab, arches: list[str], kernels: list[str]) -> list[Check]:
             out.append(Check("host", str(state), False, "./just setup (or fix configs/lab.toml)"))
         else:
             out.append(Check("host", f"guest source {pkg} {state} (pinned: {lab.guest_sources[pkg]})", True))
+    try:
+        user = qemu_user()
+        out.append(Check("host", f"QEMU runs as {user or 'the lab user'}, in its seccomp sandbox", True))
+    except UserError as exc:
+        out.append(Check("host", str(exc), False, "./just setup"))
     cache = cache_root()
     cache.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(cache).free

@@ -78,7 +78,8 @@ def safe_git_argv(tree: Path, owner: Owner) -> list[str]:
     base = ["git", *_GIT_RUNS_NOTHING, "-C", str(tree)]
     listed = procs.probe(owner.argv([*base, "config", "--get-regexp", r"^filter\..*\.(clean|smudge|process)$"]),
                          env={**os.environ, **owner.environment()})
-    drivers = sorted({line.split()[0].split(".")[1] for line in listed.stdout.splitlines() if line.count(".") >= 2})
+    keys = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
+    drivers = sorted({key[len("filter."):key.rindex(".")] for key in keys})  # a name may hold dots
     off = [word for name in drivers for word in ("-c", f"filter.{name}.clean=", "-c", f"filter.{name}.smudge=",
                                                  "-c", f"filter.{name}.process=", "-c", f"filter.{name}.required=false")]
     return owner.argv(["git", *_GIT_RUNS_NOTHING, *off, "-C", str(tree)])
