@@ -113,14 +113,19 @@ def _given_kernel(lab: cfg.Lab, args) -> tuple[cfg.Lab, str | None, dict]:
         options = " and ".join("--" + flag.replace("_", "-") for flag in given)
         raise UserError(f"{options} each say which kernel to boot: give one of them")
     if args.tree:
-        recorded = {"tree": args.tree, "fragments": list(args.fragment)}
+        recorded = {"tree": _absolute(args.tree), "fragments": [_absolute(f) for f in args.fragment]}
     elif args.kernel_image:
-        recorded = {"kernel_image": args.kernel_image, "kernel_config": args.kernel_config or "",
+        recorded = {"kernel_image": _absolute(args.kernel_image), "kernel_config": _absolute(args.kernel_config),
                     "arch": _one_arch(lab, args, "--kernel-image").name}
     else:
         return lab, args.kernel, {}
     source = _source_of(lab, recorded, "")
     return lab.with_kernel(source), source.name, recorded
+
+
+def _absolute(path: str | None) -> str:
+    """A path as run.json records it: absolute, since --resume may run from elsewhere."""
+    return str(Path(path).expanduser().absolute()) if path else ""
 
 
 def _source_of(lab: cfg.Lab, recorded: dict, resumed: str) -> cfg.KernelSource:
