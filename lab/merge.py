@@ -51,8 +51,9 @@ def merge(dirs: list[Path], out: Path) -> tuple[dict, list[CellResult], list[str
 
     Refuses runs of different plans, and an `out` that holds a run already (one of the
     inputs, or an earlier merge: nothing is overwritten), as `lab run` does. Returns the
-    merged run meta, the cells, and problems: cells missing from every shard or present in more than one, cells
-    a shard's journal has that its plan does not, and log entries that are not files.
+    merged run meta, the cells, and problems: cells missing from every shard or present
+    in more than one, cells a shard's journal has that its plan does not, and log entries
+    that are not files.
     """
     metas = [rundir.read(d) for d in dirs]
     ids = {m.get("plan_id") for m in metas}
