@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import apt, hostdeps
+from lab import apt, hostdeps, safe_read
 from lab.buildlog import run_logged
 from lab.cache import Entry, Workspace, content_key, ensure
 from lab.config import VIRTIO_MODULES, AptPin, Arch, KernelSource, Lab
@@ -41,6 +42,7 @@ LOAD_LIST = "etc/lab-modules"
 # with each point release, a few times a year.
 LISTS_MAX_AGE_S = 12 * 3600
 LISTS_DEADLINE_S = 600.0
+MAX_APT_CONF_BYTES = 64 * 1024
 
 
 class MissingModule(BuildError):
@@ -108,6 +110,7 @@ def apt_state(lab: Lab, progress: Notify) -> Path:
     entry.hold()
     with entry.lock():  # whoever holds it is bounded by apt-get's deadline
         if conf.is_file() and time.time() - conf.stat().st_mtime < LISTS_MAX_AGE_S:
+            _point_at(conf, apt_conf_text(state, arches))
             return conf
         for sub in ("lists/partial", "cache/archives/partial", "sources.list.d", "preferences.d"):
             (state / sub).mkdir(parents=True, exist_ok=True)
@@ -121,6 +124,19 @@ def apt_state(lab: Lab, progress: Notify) -> Path:
                    what="apt-get update of the Debian kernel lists", timeout_s=LISTS_DEADLINE_S)
         draft.replace(conf)  # its mtime says when the lists were fetched
     return conf
+
+
+def _point_at(conf: Path, text: str) -> None:
+    """Rewrite `conf` to name its own directory when it names another: a cache copied or
+    moved whole (LAB_CACHE elsewhere, an agent seeded from another) keeps its fresh lists,
+    but apt would otherwise read the old location's, or none. Keeps the fetch time."""
+    if safe_read.read_text(conf, MAX_APT_CONF_BYTES, BuildError) == text:
+        return
+    fetched = conf.stat().st_mtime
+    draft = conf.with_name("apt.conf.new")
+    draft.write_text(text)
+    os.utime(draft, (fetched, fetched))
+    draft.replace(conf)
 
 
 # --- which package ---------------------------------------------------------------------------

@@ -1,12 +1,15 @@
 """Debian's prebuilt kernels: which package, which modules, in which order (lab.debian_kernels)."""
 
 import gzip
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from lab import config as cfg
-from lab.debian_kernels import (LOAD_LIST, MissingModule, abi_package, apt_conf_text, load_order, module_name,
+from lab.debian_kernels import (LOAD_LIST, MissingModule, abi_package, apt_conf_text, apt_state, apt_state_entry,
+                                load_order, module_name,
                                 modules_archive, resolve_package, sources_text, wanted_modules)
 from lab.errors import BuildError
 from lab.plan import newest_kernel, plan_jobs
@@ -119,3 +122,17 @@ def test_lab_list_says_why_an_arch_has_no_debian_kernel(isolated_cache, capsys):
     assert ("kernel debian-6.12: not planned: bookworm-backports has no linux-image-686-pae:i386 "
             "(configs/lab.toml kernels.debian-6.12.arches)") in out
     assert "kernel debian-6.12: Debian's linux-image-armmp-lpae:armhf from bookworm-backports, fetched at run time" in out
+
+
+def test_a_moved_cache_keeps_its_fresh_lists_and_apt_reads_them_where_they_are_now(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_CACHE", str(tmp_path / "moved"))
+    entry = apt_state_entry(LAB)
+    entry.path.mkdir(parents=True)
+    conf = entry.path / "apt.conf"
+    conf.write_text(apt_conf_text(tmp_path / "elsewhere" / entry.path.name, ["amd64"]))
+    fetched = time.time() - 60
+    os.utime(conf, (fetched, fetched))
+    monkeypatch.setattr("lab.debian_kernels.run_logged", lambda *a, **k: pytest.fail("lists are fresh: no update"))
+    assert apt_state(LAB, lambda line: None) == conf
+    assert f'Dir::State::Lists "{entry.path}/lists";' in conf.read_text() and "elsewhere" not in conf.read_text()
+    assert conf.stat().st_mtime == pytest.approx(fetched), "the lists' fetch time is kept"
