@@ -22,21 +22,22 @@ from lab.errors import GuestOutputError, InfraError
 from lab.guest import RunningGuest
 from lab.remote import CommandResult
 from lab.results import CellResult, parse_metrics
+from lab.status import Status
 from lab.testcases import TestcaseBinary
 
 GUEST_DIR = "/tmp"
 PUSH_TIMEOUT_S = 60.0  # per SFTP operation and per check command of a push
 
 # kselftest exit codes; anything else means the test could not judge: ERROR.
-EXIT_STATUS = {0: "PASS", 1: "FAIL", 4: "SKIP"}
+EXIT_STATUS = {0: Status.PASS, 1: Status.FAIL, 4: Status.SKIP}
 VERDICT_PREFIXES = ("PASS", "FAIL", "SKIP", "ERROR")
 
 
-def status_for_exit(exit_code: int | None) -> str:
+def status_for_exit(exit_code: int | None) -> Status:
     """The status a test's exit code gives; None means it did not end in time."""
     if exit_code is None:
-        return "TIMEOUT"
-    return EXIT_STATUS.get(exit_code, "ERROR")
+        return Status.TIMEOUT
+    return EXIT_STATUS.get(exit_code, Status.ERROR)
 
 
 def summary(status: str, exit_code: int | None, stdout: str, timeout_s: float) -> str:

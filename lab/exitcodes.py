@@ -45,9 +45,6 @@ FOR_EXCEPTION: tuple[tuple[type[BaseException], int, str], ...] = (
     (Terminated, TERMINATED, "terminated"),
 )
 
-# The worst status among a run's cells decides its exit code.
-FOR_STATUS = {"ERROR": PROBLEM, "FAIL": FINDING, "XPASS": FINDING, "TIMEOUT": FINDING}
-
 
 def for_exception(exc: BaseException) -> tuple[int, str] | None:
     """(exit code, label for the message) for an exception the contract names, else None."""
@@ -55,8 +52,3 @@ def for_exception(exc: BaseException) -> tuple[int, str] | None:
         if isinstance(exc, kind):
             return code, label
     return None
-
-
-def for_statuses(statuses: set[str]) -> int:
-    """0: nothing unexpected; 1: an unexpected FAIL, an XPASS or a TIMEOUT; 2: an ERROR."""
-    return max((FOR_STATUS.get(status, OK) for status in statuses), default=OK)

@@ -13,15 +13,11 @@ from pathlib import Path
 from lab import rundir
 from lab.errors import UserError
 from lab.results import CellResult
+from lab.status import SHOWN_ORDER, Status
 
-# One letter per status in a strip; "." is a night the cell did not run.
-LETTERS = {"PASS": "P", "FAIL": "F", "XFAIL": "x", "XPASS": "X", "SKIP": "S", "ERROR": "E", "XERROR": "e",
-           "TIMEOUT": "T"}
+# One letter per status in a strip (Status.letter); "." is a night the cell did not run.
+LETTERS = {status: status.letter for status in SHOWN_ORDER}
 NOT_RUN = "."
-# Statuses that mean the same to someone reading a nightly: a cell that moves between
-# classes and back (good -> failing -> good) is flaky; PASS <-> XFAIL of a race is not.
-_CLASSES = {"PASS": "good", "XFAIL": "good", "XERROR": "good", "SKIP": "good",
-            "FAIL": "failing", "XPASS": "failing", "TIMEOUT": "failing", "ERROR": "error"}
 
 
 @dataclass(frozen=True)
@@ -54,7 +50,7 @@ class CellHistory:
 
     @property
     def strip(self) -> str:
-        return "".join(LETTERS[c.status] if c else NOT_RUN for c in self.cells)
+        return "".join(c.status.letter if c else NOT_RUN for c in self.cells)
 
     @property
     def current(self) -> str:
@@ -96,10 +92,12 @@ def _since(statuses: list[str | None]) -> int:
 
 
 def _flaky(cells: list[CellResult | None]) -> bool:
-    """Left a class of statuses and came back to it (nights not run aside)."""
+    """Left a trend (Status.trend: statuses that mean the same to someone reading a
+    nightly) and came back to it, nights not run aside: good -> failing -> good is
+    flaky; PASS <-> XFAIL of a race is not."""
     runs: list[str] = []
     for cell in cells:
-        cls = _CLASSES[cell.status] if cell else None
+        cls = cell.status.trend if cell else None
         if cls and (not runs or runs[-1] != cls):
             runs.append(cls)
     return len(runs) != len(set(runs))
@@ -108,8 +106,8 @@ def _flaky(cells: list[CellResult | None]) -> bool:
 def _failure_rate(cells: list[CellResult | None]) -> str:
     """Attempts that failed (FAIL or an expected FAIL) over attempts that gave an answer."""
     outcomes = [a["status"] for c in cells if c for a in (c.attempts or [{"status": c.status}])]
-    answered = [s for s in outcomes if s in ("PASS", "FAIL", "XFAIL", "XPASS")]
-    failed = sum(s in ("FAIL", "XFAIL") for s in answered)
+    answered = [s for s in map(Status, outcomes) if s.answered]
+    failed = sum(s.failed for s in answered)
     return f"FAIL {failed}/{len(answered)}" if answered else ""
 
 

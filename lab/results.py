@@ -10,25 +10,22 @@ import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 
-from lab import exitcodes, names
+from lab import names
 from lab.errors import RunDataError
+from lab.status import SUBTEST_STATUSES, Status, deciding_status, worst_exit_code
 
 if typing.TYPE_CHECKING:
     from lab.config import Expectation
 
-# ERROR: the lab could not get an answer (build, boot, SSH, push, guest crash).
-# XFAIL: a FAIL the configs expect; XPASS: a PASS where they expect a FAIL or an ERROR;
-# XERROR: an ERROR the configs expect (a known build or boot failure, told by its message).
-STATUSES = ("PASS", "FAIL", "XFAIL", "XPASS", "SKIP", "ERROR", "XERROR", "TIMEOUT")
-# What the test itself said, for statuses that an expectation renamed.
-_OUTCOME = {"XFAIL": "FAIL", "XPASS": "PASS", "XERROR": "ERROR"}
+# What each status means, and how every report classifies it: lab.status.
+STATUSES = tuple(Status)
 
 @dataclass
 class CellResult:
     arch: str
     kernel: str
     testcase: str
-    status: str
+    status: Status  # a plain word is taken and made a Status
     message: str
     exit_code: int | None = None
     duration_s: float = 0.0
@@ -51,9 +48,15 @@ class CellResult:
     # expected (the reason the configs expect a FAIL).
     subtests: list[dict] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ValueError(f"unknown status {self.status!r}")
+    def __setattr__(self, name: str, value) -> None:
+        """A status is always a Status: a plain word (a journal's, the ktap parser's) is
+        made one when set, and an unknown word is refused there."""
+        if name == "status":
+            status = Status.parse(value)
+            if status is None:
+                raise ValueError(f"unknown status {value!r}")
+            value = status
+        super().__setattr__(name, value)
 
     @property
     def label(self) -> str:
@@ -63,9 +66,8 @@ class CellResult:
     @property
     def subtest_counts(self) -> str:
         """A kselftest's subtests counted, as the matrix shows them: "ok 148 · fail 2 · skip 31"."""
-        words = {"PASS": "ok", "FAIL": "fail", "SKIP": "skip", "XFAIL": "xfail", "XPASS": "xpass"}
-        counts = {word: sum(s["status"] == status for s in self.subtests) for status, word in words.items()}
-        return " · ".join(f"{word} {n}" for word, n in counts.items() if n)
+        counts = {status: sum(s["status"] == status for s in self.subtests) for status in SUBTEST_STATUSES}
+        return " · ".join(f"{'ok' if status is Status.PASS else status.lower()} {n}" for status, n in counts.items() if n)
 
     def attempts_text(self) -> str:
         """One line per attempt, for reports that cannot show a table."""
@@ -73,9 +75,9 @@ class CellResult:
                          for a in self.attempts)
 
     @property
-    def outcome(self) -> str:
+    def outcome(self) -> Status:
         """The actual result, before an expectation renamed it (XFAIL -> FAIL)."""
-        return _OUTCOME.get(self.status, self.status)
+        return self.status.outcome
 
     def apply_expectations(self, expectations: Sequence[Expectation], racy: bool = False) -> None:
         """Apply the cell's [[expect]] entries: an expected ERROR to an ERROR, else the
@@ -97,11 +99,11 @@ class CellResult:
         """
         self.expected, self.expected_reason = status, reason
         if status == "FAIL" and self.status == "FAIL":
-            self.status = "XFAIL"
+            self.status = Status.XFAIL
         elif status == "FAIL" and self.status == "PASS" and racy:
             self.message = f"{self.message} (expected FAIL: not reproduced this time)"
         elif status == "FAIL" and self.status == "PASS":
-            self.status = "XPASS"
+            self.status = Status.XPASS
             self.message = f"expected FAIL ({reason}) but it passed: {self.message}"
 
     def apply_expected_error(self, expectations: Sequence[Expectation]) -> None:
@@ -111,7 +113,7 @@ class CellResult:
         declared = known or expectations[0]
         self.expected, self.expected_reason = "ERROR", declared.reason
         if known:
-            self.status = "XERROR"
+            self.status = Status.XERROR
         else:
             self.message = (f"{self.message} (not the known ERROR: its message does not match "
                             f"/{declared.message}/ of [[expect]] \"{declared.reason}\")")
@@ -122,7 +124,7 @@ class CellResult:
         self.expected, self.expected_reason = "ERROR", expectation.reason
         note = f"expected ERROR ({expectation.reason}) but the cell ran: fixed, update the expectation"
         if self.status == "PASS":
-            self.status = "XPASS"
+            self.status = Status.XPASS
             self.message = f"{note}: {self.message}"
         else:
             self.message = f"{self.message} ({note})"
@@ -147,6 +149,8 @@ class CellResult:
 def _type_problem(value, hint) -> str | None:
     """Why `value` (from JSON) does not fit a CellResult field's type hint, or None."""
     base = typing.get_origin(hint) or hint
+    if base is Status:
+        base = str  # checked against the members after the types
     if base in (typing.Union, types.UnionType):
         return None if value is None else _type_problem(value, int)
     if base is float:
@@ -242,7 +246,6 @@ def _inner_problem(data: dict) -> str | None:
     return None
 
 
-SUBTEST_STATUSES = ("PASS", "FAIL", "SKIP", "XFAIL", "XPASS")
 _SUBTEST_FIELDS = {"number": int, "name": str, "status": str, "detail": str, "section": str, "expected": str}
 
 
@@ -282,12 +285,6 @@ def parse_metrics(stdout: str) -> dict[str, float]:
     return {}
 
 
-# Which attempt status decides a repeated cell: a FAIL is a finding even if other
-# attempts passed; an infrastructure ERROR never becomes a FAIL. XFAIL and XPASS
-# come from a kselftest whose subtests the configs expect to fail.
-_DECIDING_ORDER = ("FAIL", "XPASS", "TIMEOUT", "ERROR", "XERROR", "XFAIL", "PASS", "SKIP")
-
-
 def _combine_metrics(all_metrics: list[dict[str, float]]) -> dict[str, float]:
     """Counts and durations add up over attempts; a first_* metric (the time of a first
     event, -1 when it never happened) is the earliest one that happened."""
@@ -306,7 +303,7 @@ def combine_attempts(attempts: list[CellResult]) -> CellResult:
     """One cell from the attempts of a repeated testcase (a single attempt is returned as is)."""
     if len(attempts) == 1:
         return attempts[0]
-    status = next(st for st in _DECIDING_ORDER if any(a.status == st for a in attempts))
+    status = deciding_status([a.status for a in attempts])
     deciding = next(a for a in attempts if a.status == status)
     count = sum(a.status == status for a in attempts)
     cell = CellResult(**{**deciding.to_dict(), "attempts": [], "rate": f"{status} {count}/{len(attempts)}"})
@@ -322,5 +319,5 @@ def combine_attempts(attempts: list[CellResult]) -> CellResult:
 
 
 def run_exit_code(cells: list[CellResult]) -> int:
-    """The run's exit code from its cells' statuses (lab.exitcodes has the table)."""
-    return exitcodes.for_statuses({c.status for c in cells})
+    """The run's exit code from its cells' statuses (lab.status has the table)."""
+    return worst_exit_code({c.status for c in cells})

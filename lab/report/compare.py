@@ -15,13 +15,7 @@ from pathlib import Path
 from lab import rundir
 from lab.results import CellResult
 from lab.report.terminal import plain
-
-# A test-level failure: the exit status counts these as failures (see run_exit_code).
-FAILING = frozenset({"FAIL", "XPASS", "TIMEOUT"})
-# The lab got no answer.
-ERRORING = frozenset({"ERROR"})
-# The answer the configs call good.
-PASSING = frozenset({"PASS", "XFAIL"})
+from lab.status import ERRORING, FAILING, GOOD
 
 SECTIONS = (
     ("newly_fail", "Newly failing"),
@@ -106,8 +100,16 @@ class Comparison:
 
 
 def _newly_bad(old: CellResult | None, new: CellResult | None) -> bool:
-    return any(new is not None and new.status in bad and (old is None or old.status not in bad)
-               for bad in (FAILING, ERRORING))
+    return any(_entered(old, new, bad) for bad in (FAILING, ERRORING))
+
+
+def _trend(cell: CellResult | None) -> str | None:
+    return cell.status.trend if cell else None
+
+
+def _entered(old: CellResult | None, new: CellResult | None, trend: str) -> bool:
+    """`new` has the trend (Status.trend) and `old` had not (or did not run)."""
+    return _trend(new) == trend and _trend(old) != trend
 
 
 def _section(old: CellResult | None, new: CellResult | None) -> str | None:
@@ -115,11 +117,11 @@ def _section(old: CellResult | None, new: CellResult | None) -> str | None:
         return None
     if old and new and old.expected != new.expected:
         return "changed_expectations"
-    if new and new.status in FAILING and (not old or old.status not in FAILING):
+    if _entered(old, new, FAILING):
         return "newly_fail"
-    if new and new.status in ERRORING and (not old or old.status not in ERRORING):
+    if _entered(old, new, ERRORING):
         return "newly_error"
-    if new and new.status in PASSING and old and old.status not in PASSING:
+    if old and _entered(old, new, GOOD):
         return "newly_pass"
     return "other"
 

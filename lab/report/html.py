@@ -16,33 +16,14 @@ from lab.rundir import CELLS, HISTORY, MATRIX, cell_page
 from lab.history import LETTERS, NOT_RUN
 from lab.report.compare import Comparison
 from lab.report.matrix import Matrix
-from lab.results import SUBTEST_STATUSES
+from lab.status import SHOWN_ORDER, SUBTEST_STATUSES
 
-# One colour per status (background, text stays dark): the matrix, the legend and
-# the browser test all read this table. Status text is always shown as well.
-STATUS_COLORS = {
-    "PASS": "#b7e4b0",
-    "FAIL": "#f08080",
-    "XFAIL": "#c9dff2",
-    "XPASS": "#f2a2d4",
-    "SKIP": "#d9d9d9",
-    "ERROR": "#f7c873",
-    "XERROR": "#f3e3c3",
-    "TIMEOUT": "#d6b4f0",
-    "NOTRUN": "#ffffff",
-}
-
-LEGEND = (
-    ("PASS", "the test passed"),
-    ("FAIL", "the test found the bug, and no FAIL is expected here"),
-    ("XFAIL", "failed as configs/lab.toml expects (a known-bad kernel); not counted as a failure"),
-    ("XPASS", "passed where a FAIL or an ERROR is expected: look at it (fixed? update the expectation)"),
-    ("SKIP", "the test does not apply here (it exited 4)"),
-    ("ERROR", "the lab got no answer: build, boot, SSH or a guest crash; never a test verdict"),
-    ("XERROR", "a known ERROR, with the message and reason configs/lab.toml declares; not counted as a failure"),
-    ("TIMEOUT", "the test ran past its deadline"),
-    ("NOTRUN", "planned, but no result (an interrupted run or a missing shard)"),
-)
+# One colour per status (Status.colour; background, text stays dark): the matrix, the
+# legend and the browser test all read this table. Status text is always shown as well.
+NOTRUN = "NOTRUN"
+STATUS_COLORS = {**{str(s): s.colour for s in SHOWN_ORDER}, NOTRUN: "#ffffff"}
+LEGEND = (*((str(s), s.legend) for s in SHOWN_ORDER),
+          (NOTRUN, "planned, but no result (an interrupted run or a missing shard)"))
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("lab.report", "templates"),

@@ -16,6 +16,7 @@ from junit_xml import TestCase, TestSuite, to_xml_report_string
 
 from lab import atomic
 from lab.report.matrix import Matrix
+from lab.status import Status
 
 # Characters XML 1.0 cannot carry at all (not even as &#N;): control characters
 # from test output, lone surrogates from undecodable bytes.
@@ -46,25 +47,30 @@ def _test_case(cell) -> TestCase:
         stdout = f"{cell.rate} over {len(cell.attempts)} attempts\n{cell.attempts_text()}\n\n{stdout}"
     case = TestCase(cell.testcase, classname=classname(cell.arch, cell.kernel), elapsed_sec=cell.duration_s,
                     stdout=xml_safe(stdout) or None, stderr=xml_safe(cell.stderr) or None)
-    details = xml_safe(cell.console) or None
-    message = xml_safe(cell.message)
-    if cell.status == "FAIL":
-        case.add_failure_info(message=message, output=details, failure_type="FAIL")
-    elif cell.status == "XFAIL":
-        # Not a failure for Jenkins, but the expectation and its reason stay visible.
-        case.add_skipped_info(message=xml_safe(f"XFAIL: expected FAIL ({cell.expected_reason}): {cell.message}"))
-    elif cell.status == "XPASS":
-        case.add_failure_info(message=f"XPASS: {message}", output=details, failure_type="XPASS")
-    elif cell.status == "TIMEOUT":
-        case.add_failure_info(message=f"TIMEOUT: {message}", output=details, failure_type="TIMEOUT")
-    elif cell.status == "ERROR":
-        case.add_error_info(message=message, output=details, error_type="ERROR")
-    elif cell.status == "XERROR":
-        # Known and declared: not an error for Jenkins, but what broke and why stays visible.
-        case.add_skipped_info(message=xml_safe(f"XERROR: known ERROR ({cell.expected_reason}): {cell.message}"))
-    elif cell.status == "SKIP":
-        case.add_skipped_info(message=message)
+    _add_outcome(case, cell.status, xml_safe(_outcome_message(cell)), xml_safe(cell.console) or None)
     return case
+
+
+def _outcome_message(cell) -> str:
+    """The message of the cell's JUnit element: a renamed status says what was expected."""
+    if cell.status == Status.XFAIL:
+        return f"XFAIL: expected FAIL ({cell.expected_reason}): {cell.message}"
+    if cell.status == Status.XERROR:
+        return f"XERROR: known ERROR ({cell.expected_reason}): {cell.message}"
+    if cell.status in (Status.XPASS, Status.TIMEOUT):
+        return f"{cell.status}: {cell.message}"
+    return cell.message
+
+
+def _add_outcome(case: TestCase, status: Status, message: str, details: str | None = None) -> None:
+    """The child element Status.junit names (none for a pass). XFAIL and XERROR are
+    skipped for Jenkins (not failures), their expectation and reason still shown."""
+    if status.junit == "failure":
+        case.add_failure_info(message=message, output=details, failure_type=str(status))
+    elif status.junit == "error":
+        case.add_error_info(message=message, output=details, error_type=str(status))
+    elif status.junit == "skipped":
+        case.add_skipped_info(message=message)
 
 
 def _subtest_cases(cell) -> list[TestCase]:
@@ -74,10 +80,7 @@ def _subtest_cases(cell) -> list[TestCase]:
                         elapsed_sec=0.0)
         expected = f" (expected FAIL: {sub['expected']})" if sub.get("expected") else ""
         detail = xml_safe(f"{sub['status']}: {sub['detail']}{expected}")
-        if sub["status"] in ("FAIL", "XPASS"):
-            case.add_failure_info(message=detail, failure_type=sub["status"])
-        elif sub["status"] in ("SKIP", "XFAIL"):  # XFAIL: the test or the configs expected it
-            case.add_skipped_info(message=detail)
+        _add_outcome(case, Status(sub["status"]), detail)
         cases.append(case)
     return cases
 

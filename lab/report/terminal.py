@@ -5,20 +5,9 @@ from __future__ import annotations
 import re
 
 from lab.report.matrix import Matrix
+from lab.status import Status
 
 NOT_RUN = "-"
-
-# ANSI SGR codes per status, for a terminal; the status text is always there too.
-ANSI = {
-    "PASS": "32",
-    "FAIL": "1;31",
-    "XFAIL": "36",
-    "XPASS": "1;35",
-    "SKIP": "2",
-    "ERROR": "1;33",
-    "XERROR": "33",
-    "TIMEOUT": "35",
-}
 
 
 # Control characters (escape sequences among them) in text that came from a guest, a
@@ -33,8 +22,9 @@ def plain(text: str) -> str:
 
 
 def paint(text: str, status: str, color: bool) -> str:
-    code = ANSI.get(status)
-    return f"\x1b[{code}m{text}\x1b[0m" if color and code else text
+    """`text` in the status's colour (Status.ansi) when `color`; the status text is always there too."""
+    known = Status.parse(status)
+    return f"\x1b[{known.ansi}m{text}\x1b[0m" if color and known else text
 
 
 def render_text(matrix: Matrix, color: bool = False, max_width: int = 160) -> str:
