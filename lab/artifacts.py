@@ -11,7 +11,7 @@ from typing import Callable
 
 from lab.cache import sha256_file
 from lab.config import Lab
-from lab.errors import BuildError
+from lab.errors import BuildError, Failure
 from lab.images import ImageArtifact, boot_initrd, ensure_image
 from lab.kernel_sources import resolve
 from lab.kernels import KernelArtifact, ensure_kernel
@@ -30,18 +30,18 @@ class Artifacts:
     initrd: Path | None = None
     host_key: str = ""
     binaries: dict[str, TestcaseBinary] = field(default_factory=dict)
-    error: str | None = None  # kernel or image build failed: every cell of the job is ERROR
-    case_errors: dict[str, str] = field(default_factory=dict)  # a testcase failed to compile
+    error: Failure | None = None  # kernel or image build failed: every cell of the job is ERROR
+    case_errors: dict[str, Failure] = field(default_factory=dict)  # a testcase failed to compile
     provenance: dict[str, str] = field(default_factory=dict)  # recorded on every cell of the job
 
 
 def _attempt(build: Callable, progress: Notify) -> tuple:
-    """Run one build; a BuildError is reported at once and returned as (None, message)."""
+    """Run one build; a BuildError is reported at once and returned as (None, its Failure)."""
     try:
         return build(), None
     except BuildError as exc:
         progress(f"ERROR: {exc}")
-        return None, str(exc)
+        return None, Failure.of(exc)
 
 
 def prepare(lab: Lab, jobs: list[Job], progress: Notify) -> dict[str, Artifacts]:

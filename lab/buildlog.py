@@ -14,22 +14,36 @@ from lab.errors import BuildError, BuildTimeout
 BUILD_TIMEOUT_S = 7200.0
 
 # A compiler or linker diagnostic: "fs/fcntl.c:1200:9: error: ..." first, then
-# any line that says error:, then make's own "*** ... Error 2" lines.
-_ERROR_PATTERNS = (
+# any line that says error:, then an undefined reference.
+_DIAGNOSTIC_PATTERNS = (
     re.compile(r"^\S+:\d+(:\d+)?: (fatal )?error: .*"),
     re.compile(r".*\berror: .*", re.IGNORECASE),
     re.compile(r".*\bundefined reference to .*"),
-    re.compile(r".*\*\*\* .*"),
 )
+# make's own "*** ... Error 2" (or "No rule to make target") lines: the build broke,
+# but nothing says the compiler judged the sources.
+_MAKE_PATTERN = re.compile(r".*\*\*\* .*")
 
 
-def first_error_line(log_text: str) -> str | None:
-    lines = log_text.splitlines()
-    for pattern in _ERROR_PATTERNS:
+def _first_match(lines: list[str], patterns) -> str | None:
+    for pattern in patterns:
         for line in lines:
             if pattern.match(line.strip()):
                 return line.strip()
     return None
+
+
+def compiler_diagnostic(log_text: str) -> str | None:
+    """The first line where the compiler or linker rejected the sources, or None: only
+    such a failure is deterministic for the inputs (worth caching)."""
+    lines = log_text.splitlines()
+    found = _first_match(lines, _DIAGNOSTIC_PATTERNS)
+    return None if found is None or _MAKE_PATTERN.match(found) else found
+
+
+def first_error_line(log_text: str) -> str | None:
+    """The line that best says why a build failed: a compiler diagnostic, else make's own."""
+    return _first_match(log_text.splitlines(), (*_DIAGNOSTIC_PATTERNS, _MAKE_PATTERN))
 
 
 def run_into_log(argv: list[str], log: Path, *, timeout_s: float, cwd: Path | None = None,

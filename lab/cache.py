@@ -188,16 +188,19 @@ class Workspace:
     log: Path  # beside the entry while building (a failure can name it), then moved into it
 
 
-def ensure(entry: Entry, build: Callable[[Workspace], dict], log_name: str = "build.log") -> dict:
+def ensure(entry: Entry, build: Callable[[Workspace], dict], log_name: str = "build.log",
+           current: Callable[[dict], bool] = lambda meta: True) -> dict:
     """The entry's meta: from the cache, or made now by `build` under the entry's lock.
 
     `build` fills `result` and returns the meta to publish; an exception from it
-    publishes nothing and leaves the log beside the entry (<key>.<log_name>).
+    publishes nothing and leaves the log beside the entry (<key>.<log_name>). An entry
+    whose meta is not `current` (a recorded failure from before a field it now needs)
+    is made again.
     """
     entry.hold()
     with entry.lock():
         meta = entry.meta()
-        if meta is not None:
+        if meta is not None and current(meta):
             return meta
         log = entry.path.parent / f"{entry.key}.{log_name}"
         log.unlink(missing_ok=True)

@@ -18,7 +18,7 @@ from lab import ktap
 from lab.capture import excerpt
 from lab.config import Expectation, Testcase
 from lab.console import kernel_excerpts, kernel_problems, last_line, panic_line
-from lab.errors import GuestOutputError, InfraError
+from lab.errors import Failure, GuestOutputError, InfraError
 from lab.guest import RunningGuest
 from lab.remote import CommandResult
 from lab.results import CellResult, parse_metrics
@@ -69,7 +69,7 @@ class CellPlan:
     kernel_version: str
     case: Testcase
     binary: TestcaseBinary | None
-    build_error: str | None  # the testcase did not compile for this arch: the cell is ERROR with it
+    build_error: Failure | None  # the testcase did not compile for this arch: the cell is ERROR with it
     argv_tail: tuple[str, ...]  # arguments after the binary's path
     timeout_s: float
     push_timeout_s: float
@@ -86,7 +86,8 @@ def run_cell(guest: RunningGuest, plan: CellPlan) -> tuple[CellResult, bool]:
                       timings={"ready_s": round(guest.ready_s, 3), "ssh_s": round(guest.ssh_s, 3)})
     cell.logs["console"] = plan.console_log
     if plan.build_error is not None or plan.binary is None:
-        cell.message = plan.build_error or f"no binary of testcase {plan.case.name}"
+        failure = plan.build_error or Failure("testcase.missing", f"no binary of testcase {plan.case.name}")
+        cell.error_code, cell.message = failure.code, failure.message
         return cell, True
     plan.case_dir.mkdir(parents=True, exist_ok=True)
     logs = {name: plan.case_dir / f"{name}.txt" for name in ("stdout", "stderr", "console")}
@@ -107,7 +108,8 @@ def run_cell(guest: RunningGuest, plan: CellPlan) -> tuple[CellResult, bool]:
     if crashed:
         # The guest crashed under the test: no answer from the test can be trusted,
         # unless the testcase says that a crash is what it looks for.
-        cell.status = "FAIL" if plan.case.crash_is_failure else "ERROR"
+        cell.status = Status.FAIL if plan.case.crash_is_failure else Status.ERROR
+        cell.error_code = "" if plan.case.crash_is_failure else "guest.crash"
         cell.message, healthy = f"guest crashed during the test: {crashed}", False
     if plan.case.kselftest:
         # Also when the guest was lost (the cell is ERROR) or crashed: what the test printed counts.
@@ -130,6 +132,7 @@ def _push_and_run(guest: RunningGuest, plan: CellPlan, logs: dict[str, Path], ce
                                   stdout_log=logs["stdout"], stderr_log=logs["stderr"])
         return result, True
     except InfraError as exc:
+        cell.error_code = exc.code
         cell.message = f"{exc} (last console line: {last_line(guest.console.text(offset))})"
         return None, False
 
@@ -142,7 +145,7 @@ def _judge_subtests(cell: CellResult, stdout_log: Path, expectations: tuple[Expe
     try:
         report = ktap.parse(_read_bounded(stdout_log, ktap.MAX_TAP_BYTES))
     except GuestOutputError as exc:
-        cell.status, cell.message = "ERROR", f"could not judge the subtests: {exc}"
+        cell.status, cell.error_code, cell.message = Status.ERROR, exc.code, f"could not judge the subtests: {exc}"
         return
     for expectation in expectations:
         report.expect(expectation.subtests, expectation.reason)
@@ -157,7 +160,7 @@ def _judge_subtests(cell: CellResult, stdout_log: Path, expectations: tuple[Expe
         return  # the exit code wins over an empty plan: 1 failed, 4 skipped the whole test
     if cell.exit_code == 1 and status in ("PASS", "SKIP"):
         status, message = "FAIL", f"exit code 1 although the subtests say {status}: {message}"
-    cell.status, cell.message = status, message
+    cell.status, cell.message, cell.error_code = status, message, ""
     if reasons := [s.expected for s in report.subtests if s.expected]:
         # Shown beside the cell, and compared between runs: set whatever the outcome.
         cell.expected, cell.expected_reason = "FAIL", reasons[0]
@@ -180,6 +183,7 @@ def _judge_result(cell: CellResult, result: CommandResult, timeout_s: float) -> 
     cell.exit_code = result.exit_code
     cell.stdout, cell.stderr = result.stdout, result.stderr
     cell.status = status_for_exit(result.exit_code)
+    cell.error_code = "test.exit-code" if cell.status is Status.ERROR else ""
     cell.metrics = parse_metrics(result.stdout)
     cell.message = summary(cell.status, result.exit_code, result.stdout, timeout_s)
     return not result.timed_out

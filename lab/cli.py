@@ -22,7 +22,7 @@ from lab import config as cfg
 from lab import cache_admin, doctor, exitcodes, history, merge, plan, rundir
 from lab.artifacts import prepare
 from lab.cache import release_holds
-from lab.errors import UserError
+from lab.errors import ERROR_CODES, UserError
 from lab.exitcodes import HungUp, Terminated
 from lab.guest import PortAllocator
 from lab.hosttools import compiler_for, qemu_binary
@@ -430,6 +430,7 @@ def cmd_list(args) -> int:
                           "params": {p.name: {"type": p.type, "default": p.default, "description": p.description}
                                      for p in t.params.values()}}
                       for n, t in lab.testcases.items()},
+        "error_codes": dict(ERROR_CODES),
     }
     if args.json:
         print(json.dumps(data, indent=2))
@@ -453,6 +454,9 @@ def cmd_list(args) -> int:
         print(f"  {n:12} {t['description']}")
         for p, spec in t["params"].items():
             print(f"  {'':12}   --param {p}=<{spec['type']}> (default {spec['default']}): {spec['description']}")
+    print("error codes (of an ERROR cell; what a known ERROR in configs/lab.toml names with error = \"CODE\"):")
+    for code, meaning in ERROR_CODES.items():
+        print(f"  {code:22} {meaning}")
     return 0
 
 

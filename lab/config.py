@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.names import RULE as NAME_RULE, is_valid as is_valid_name
-from lab.errors import ConfigError, UserError
+from lab.errors import ERROR_CODES, ConfigError, UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -305,16 +305,19 @@ class Expectation:
     # A kselftest's subtests (name globs, e.g. "R/O longterm GUP pin*"): those are
     # expected to FAIL, not the cell; the cell is XFAIL when they are all it failed.
     subtests: tuple[str, ...] = ()
-    # For an expected ERROR: a regular expression the cell's message must contain
-    # (re.search), so that a different breakage is never taken for the known one.
+    # For an expected ERROR: the lab's error code (lab.errors.ERROR_CODES), and maybe a
+    # regular expression the cell's message must contain (re.search) for text that is
+    # not the lab's own (a compiler's or the console's line), so that a different
+    # breakage is never taken for the known one.
+    error: str = field(default="", metadata=_choices("", *ERROR_CODES))
     message: str = ""
 
     def applies(self, arch: str, kernel: str, testcase: str) -> bool:
         return ((not self.testcase or testcase == self.testcase) and (not self.arches or arch in self.arches)
                 and (not self.kernels or kernel in self.kernels))
 
-    def matches_message(self, message: str) -> bool:
-        return re.search(self.message, message) is not None
+    def matches_error(self, code: str, message: str) -> bool:
+        return code == self.error and (not self.message or re.search(self.message, message) is not None)
 
 
 @dataclass(frozen=True)
@@ -648,16 +651,21 @@ def _expectation(table, where: str, arches, kernels, testcases) -> Expectation:
 
 
 def _check_message_pattern(exp: Expectation, where: str) -> None:
-    """An expected ERROR names the message it must have; only an ERROR has one."""
+    """An expected ERROR names its code, and maybe a pattern of its message; only an ERROR has them."""
     if exp.status != "ERROR":
-        if exp.message:
-            raise ConfigError(f"{where}.message: only an expected ERROR has a message pattern (status = \"ERROR\")")
+        for name in ("error", "message"):
+            if getattr(exp, name):
+                raise ConfigError(f"{where}.{name}: only an expected ERROR has one (status = \"ERROR\")")
         return
     if exp.subtests:
         raise ConfigError(f"{where}.subtests: an ERROR is the whole cell's; subtests are expected to FAIL")
-    if not exp.message.strip() or len(exp.message) > 300:
-        raise ConfigError(f"{where}.message is missing: an expected ERROR needs a regular expression (1-300 "
-                          f"characters) its message must contain, e.g. message = \"BUILD_BUG_ON failed\"")
+    if not exp.error:
+        raise ConfigError(f"{where}.error is missing: an expected ERROR names the lab's error code, one of "
+                          f"{', '.join(ERROR_CODES)} (and, if need be, message = a regular expression of text "
+                          f"that is not the lab's, e.g. the compiler's line)")
+    if len(exp.message) > 300 or (exp.message and not exp.message.strip()):
+        raise ConfigError(f"{where}.message: a regular expression of 1-300 characters its message must contain, "
+                          f"e.g. message = \"BUILD_BUG_ON failed\"")
     try:
         re.compile(exp.message)
     except re.error as exc:

@@ -27,7 +27,7 @@ from lab.buildlog import run_logged
 from lab.cache import Entry, Workspace, content_key, ensure
 from lab.config import VIRTIO_MODULES, AptPin, Arch, KernelSource, Lab
 from lab.cpio import CpioWriter
-from lab.errors import BuildError, PinError
+from lab.errors import ERROR_CODES, BuildError, PinError
 from lab.hosttools import require_tool
 from lab.kernel_images import image_problem
 from lab.kernels import KernelArtifact
@@ -47,6 +47,8 @@ MAX_APT_CONF_BYTES = 64 * 1024
 
 class MissingModule(BuildError):
     """A module the guest needs is neither in the package nor built into the kernel."""
+
+    code = "kernel.missing-module"
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ def resolve_package(source: KernelSource, arch: Arch, apt_config: Path) -> Debia
         meta = apt.resolve(AptPin(f"linux-image-{flavour}:{darch}", source.debian_kernel, where=where),
                            apt.BINARY, apt_config)
     except PinError as exc:  # this arch's cells are ERROR; the others run
-        raise BuildError(str(exc)) from None
+        raise BuildError(str(exc), code="kernel.unavailable") from None
     shown = apt.show_field(f"linux-image-{flavour}:{darch}={meta.version}", "Depends", apt_config)
     name = abi_package(shown, flavour)
     if not name:
@@ -248,17 +250,19 @@ def ensure_debian_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: N
     BuildError (every cell of the job ERROR) when it cannot be fetched or lacks a needed module."""
     if not arch.debian:
         raise BuildError(f"kernel {source.name}: Debian 12 ships no kernel for {arch.name} "
-                         f"(no [debian] in configs/arches/{arch.name}.toml)")
+                         f"(no [debian] in configs/arches/{arch.name}.toml)", code="kernel.unavailable")
     require_tool("dpkg-deb", "dpkg")
     require_tool("depmod", "kmod")
     conf = apt_state(lab, progress)
     package = resolve_package(source, arch, conf)
     modules = wanted_modules(arch)
     entry = kernel_entry(package, arch)
-    meta = ensure(entry, lambda space: _fetch(arch, package, modules, conf, space, progress), log_name="fetch.log")
+    # A failure cached before error codes were recorded is fetched again, to learn its code.
+    meta = ensure(entry, lambda space: _fetch(arch, package, modules, conf, space, progress), log_name="fetch.log",
+                  current=lambda meta: meta.get("ok") or meta.get("code") in ERROR_CODES)
     if not meta["ok"]:
         raise BuildError(f"kernel {source.name} for {arch.name}: {package}: {meta['error']} "
-                         f"(log: {entry.path / 'fetch.log'})")
+                         f"(log: {entry.path / 'fetch.log'})", code=meta["code"])
     facts = (("debian_kernel_package", str(package)), ("debian_kernel_modules", " ".join(meta["modules"])))
     return KernelArtifact(arch=arch.name, kernel=source.name, key=entry.key, image=entry.path / "image",
                           config=entry.path / "config", version=meta["version"], provenance=facts,
@@ -278,18 +282,19 @@ def _fetch(arch: Arch, package: DebianPackage, modules: list[str], conf: Path, s
     images = sorted((root / "boot").glob("vmlinu[xz]-*"))
     releases = sorted(p for p in (root / "lib" / "modules").glob("*") if p.is_dir())
     if len(images) != 1 or len(releases) != 1:
-        return {"ok": False, "error": f"expected one boot/vmlinu[xz]-* and one lib/modules/<release>, found "
-                                      f"{[p.name for p in images]} and {[p.name for p in releases]}"}
+        return {"ok": False, "code": "kernel.bad-image",
+                "error": f"expected one boot/vmlinu[xz]-* and one lib/modules/<release>, found "
+                         f"{[p.name for p in images]} and {[p.name for p in releases]}"}
     image, release = images[0], releases[0]
     if problem := image_problem(arch, image):
-        return {"ok": False, "error": problem}
+        return {"ok": False, "code": "kernel.bad-image", "error": problem}
     run_logged(["depmod", "-b", str(root), release.name], space.log, what=f"depmod for {release.name}")
     builtin = release / "modules.builtin"
     try:
         order = load_order((release / "modules.dep").read_text(), builtin.read_text() if builtin.is_file() else "",
                            modules)
     except MissingModule as exc:
-        return {"ok": False, "error": f"a module the guest needs is {exc}"}
+        return {"ok": False, "code": exc.code, "error": f"a module the guest needs is {exc}"}
     (space.result / "image").write_bytes(image.read_bytes())
     (space.result / "config").write_bytes((root / "boot" / f"config-{release.name}").read_bytes())
     (space.result / "modules.cpio.gz").write_bytes(modules_archive(release, order))

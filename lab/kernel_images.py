@@ -72,7 +72,7 @@ def given_kernel(lab: Lab, arch: Arch, source: KernelSource) -> KernelArtifact:
     if not image.is_file():
         raise BuildError(f"kernel {source.name} for {arch.name}: {image} is gone")
     if problem := image_problem(arch, image):
-        raise BuildError(f"kernel {source.name}: {problem}")
+        raise BuildError(f"kernel {source.name}: {problem}", code="kernel.bad-image")
     config = Path(source.image_config) if source.image_config else None
     facts = {"kernel_image": str(image), "kernel_image_sha256": sha256_file(image),
              "kernel_config": str(config) if config else "none: not checked"}

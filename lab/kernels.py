@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import atomic, ccache, safe_read
-from lab.buildlog import first_error_line, jobs, run_logged
+from lab.buildlog import compiler_diagnostic, jobs, run_logged
 from lab.cache import Entry, Workspace, content_key, ensure
 from lab.progress import Notify
 from lab.config import Arch, KernelSource, Lab
@@ -135,7 +135,7 @@ def ensure_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Notify =
     compiler = compiler_for(arch)
     # Checked before the cache too: an earlier build by such a compiler is just as broken.
     if why := known_miscompile(arch, compiler):
-        raise BuildError(f"kernel {source.name} for {arch.name} not built: {why}")
+        raise BuildError(f"kernel {source.name} for {arch.name} not built: {why}", code="build.refused")
     if source.tree:
         from lab.kernel_trees import ensure_tree_kernel  # it builds on this module's steps
         return ensure_tree_kernel(lab, arch, source, compiler, progress)
@@ -169,8 +169,8 @@ def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, space
     except BuildTimeout:
         raise  # the host was slow or the build hung: not a property of these inputs
     except BuildError:
-        error = first_error_line(log.read_text(errors="replace"))
-        if error is None or "***" in error:
+        error = compiler_diagnostic(log.read_text(errors="replace"))
+        if error is None:
             raise  # not a compiler failure of the kernel itself: show it, do not cache it
         # A compiler error is deterministic for these inputs: cache the failure.
         shutil.copy(build / ".config", space.result / "config")

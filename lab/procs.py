@@ -28,6 +28,8 @@ GUARDIAN = [sys.executable, "-I", "-S", str(Path(__file__).with_name("guardian.p
 class CommandTimeout(InfraError):
     """A host command ran past its deadline; its process group was killed."""
 
+    code = "lab.timeout"
+
     def __init__(self, argv: list[str], timeout_s: float):
         super().__init__(f"{' '.join(argv)[:200]}: no end within {timeout_s:.0f} s; killed it and its children")
         self.timeout_s = timeout_s

@@ -20,7 +20,7 @@ from paramiko.hostkeys import HostKeyEntry
 from lab import procs
 from lab.cache import Entry, cache_root
 from lab.capture import BoundedOutput
-from lab.errors import HostKeyMismatch, InfraError, SshError
+from lab.errors import HostKeyMismatch, InfraError, NoSshAnswer, SshError
 from lab.hosttools import require_tool
 
 
@@ -55,7 +55,7 @@ def wait_for_banner(port: int, timeout_s: float, alive=lambda: True) -> None:
     last_error = "no answer"
     while time.monotonic() < deadline:
         if not alive():
-            raise SshError(f"QEMU exited while waiting for the SSH banner on 127.0.0.1:{port}")
+            raise SshError(f"QEMU exited while waiting for the SSH banner on 127.0.0.1:{port}", code="boot.failed")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock:
                 sock.settimeout(max(0.1, min(3.0, deadline - time.monotonic())))
@@ -67,7 +67,7 @@ def wait_for_banner(port: int, timeout_s: float, alive=lambda: True) -> None:
             last_error = str(exc)
         # A short pause between probes, bounded by the deadline.
         time.sleep(max(0.0, min(0.25, deadline - time.monotonic())))
-    raise SshError(f"no SSH banner on 127.0.0.1:{port} within {timeout_s:.0f} s ({last_error})")
+    raise NoSshAnswer(f"no SSH banner on 127.0.0.1:{port} within {timeout_s:.0f} s ({last_error})")
 
 
 class _RejectUnpinned(paramiko.MissingHostKeyPolicy):

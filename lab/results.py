@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 from lab import names
-from lab.errors import RunDataError
+from lab.errors import CODE_PATTERN, RunDataError
 from lab.status import SUBTEST_STATUSES, Status, deciding_status, worst_exit_code
 
 if typing.TYPE_CHECKING:
@@ -27,6 +27,9 @@ class CellResult:
     testcase: str
     status: Status  # a plain word is taken and made a Status
     message: str
+    # An ERROR's (and XERROR's) stable code (lab.errors.ERROR_CODES): what known-ERROR
+    # expectations match. Empty otherwise, and in journals written before codes.
+    error_code: str = ""
     exit_code: int | None = None
     duration_s: float = 0.0
     kernel_version: str = ""
@@ -107,13 +110,17 @@ class CellResult:
             self.message = f"expected FAIL ({reason}) but it passed: {self.message}"
 
     def apply_expected_error(self, expectations: Sequence[Expectation]) -> None:
-        """An ERROR whose message matches a declared one is XERROR (known); any other
-        ERROR stays ERROR, saying it is not the known one."""
-        known = next((e for e in expectations if e.matches_message(self.message)), None)
+        """An ERROR with a declared code (and, where one is declared, a message the
+        pattern finds) is XERROR (known); any other ERROR stays ERROR, saying why it is
+        not the known one."""
+        known = next((e for e in expectations if e.matches_error(self.error_code, self.message)), None)
         declared = known or expectations[0]
         self.expected, self.expected_reason = "ERROR", declared.reason
         if known:
             self.status = Status.XERROR
+        elif self.error_code != declared.error:
+            self.message = (f"{self.message} (not the known ERROR: its code is {self.error_code or 'none'}, "
+                            f"[[expect]] \"{declared.reason}\" declares {declared.error})")
         else:
             self.message = (f"{self.message} (not the known ERROR: its message does not match "
                             f"/{declared.message}/ of [[expect]] \"{declared.reason}\")")
@@ -216,6 +223,8 @@ _INNER_FIELDS = {
     "timings": (_mapping(_finite), "an object of name -> seconds (a finite number)"),
     "metrics": (_mapping(_finite), "an object of name -> finite number"),
     "rate": (lambda v: v == "" or _RATE.fullmatch(v) is not None, "empty or STATUS N/M, e.g. 'FAIL 2/10'"),
+    "error_code": (lambda v: v == "" or CODE_PATTERN.fullmatch(v) is not None,
+                   "empty or an error code, e.g. 'boot.no-ssh'"),
 }
 _ATTEMPT_FIELDS = {
     "attempt": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 10000, "a number from 1"),

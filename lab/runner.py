@@ -19,7 +19,7 @@ from lab.artifacts import Artifacts
 from lab.cell import PUSH_TIMEOUT_S, CellPlan, run_cell
 from lab.config import Lab, Testcase
 from lab.console import kernel_excerpts, kernel_problems, tail
-from lab.errors import InfraError
+from lab.errors import Failure, InfraError
 from lab.guest import BootRequest, PortAllocator, RunningGuest, make_scratch_disk, start_guest
 from lab.journal import Journal
 from lab.plan import Job
@@ -27,6 +27,7 @@ from lab.progress import Notify
 from lab.qemu import allow_starts, kill_all
 from lab.remote import client_key
 from lab.results import CellResult, combine_attempts
+from lab.status import Status
 
 Attempt = tuple[Testcase, int]  # a testcase and its attempt number (1..repeat)
 
@@ -163,15 +164,16 @@ class Runner:
         """The guest did not come up (and no retry is left): every pending attempt is ERROR."""
         text = console_log.read_text(errors="replace") if console_log.exists() else ""
         for case, n in book.pending:
-            cell = self._error_cell(book.job, book.art, case, str(exc))
+            cell = self._error_cell(book.job, book.art, case, Failure.of(exc))
             cell.console, cell.kernel_messages, cell.kernel_excerpts = \
                 tail(text, 40), kernel_problems(text), kernel_excerpts(text)
             cell.logs = {"console": self._rel(console_log)}
             book.finish(case, n, cell)
 
-    def _error_cell(self, job: Job, art: Artifacts, case: Testcase, message: str) -> CellResult:
+    def _error_cell(self, job: Job, art: Artifacts, case: Testcase, failure: Failure) -> CellResult:
         version = art.kernel.version if art.kernel else ""
-        return CellResult(job.arch.name, job.kernel.name, case.name, "ERROR", message, kernel_version=version)
+        return CellResult(job.arch.name, job.kernel.name, case.name, Status.ERROR, failure.message,
+                          error_code=failure.code, kernel_version=version)
 
     def _cell_plan(self, job: Job, art: Artifacts, case: Testcase, attempt: int, log_dir: Path,
                    console_log: Path) -> CellPlan:

@@ -56,7 +56,7 @@ def open_shell(lab: Lab, request: ShellRequest, progress: Notify) -> int:
     """Boot, push, hand the guest to the user; the exit status of the shell or command."""
     art = prepare(lab, [request.job], progress)[request.job.name]
     if art.error:
-        raise BuildError(art.error)
+        raise BuildError(art.error.message, code=art.error.code)
     console_log = request.work / "console.log"
     guest = _boot(request, art, console_log, progress)
     try:

@@ -47,7 +47,8 @@ def _test_case(cell) -> TestCase:
         stdout = f"{cell.rate} over {len(cell.attempts)} attempts\n{cell.attempts_text()}\n\n{stdout}"
     case = TestCase(cell.testcase, classname=classname(cell.arch, cell.kernel), elapsed_sec=cell.duration_s,
                     stdout=xml_safe(stdout) or None, stderr=xml_safe(cell.stderr) or None)
-    _add_outcome(case, cell.status, xml_safe(_outcome_message(cell)), xml_safe(cell.console) or None)
+    _add_outcome(case, cell.status, xml_safe(_outcome_message(cell)), xml_safe(cell.console) or None,
+                 kind=cell.error_code)
     return case
 
 
@@ -56,19 +57,20 @@ def _outcome_message(cell) -> str:
     if cell.status == Status.XFAIL:
         return f"XFAIL: expected FAIL ({cell.expected_reason}): {cell.message}"
     if cell.status == Status.XERROR:
-        return f"XERROR: known ERROR ({cell.expected_reason}): {cell.message}"
+        return f"XERROR: known ERROR {cell.error_code} ({cell.expected_reason}): {cell.message}"
     if cell.status in (Status.XPASS, Status.TIMEOUT):
         return f"{cell.status}: {cell.message}"
     return cell.message
 
 
-def _add_outcome(case: TestCase, status: Status, message: str, details: str | None = None) -> None:
-    """The child element Status.junit names (none for a pass). XFAIL and XERROR are
-    skipped for Jenkins (not failures), their expectation and reason still shown."""
+def _add_outcome(case: TestCase, status: Status, message: str, details: str | None = None, kind: str = "") -> None:
+    """The child element Status.junit names (none for a pass), its type the error code
+    when there is one. XFAIL and XERROR are skipped for Jenkins (not failures), their
+    expectation and reason still shown."""
     if status.junit == "failure":
         case.add_failure_info(message=message, output=details, failure_type=str(status))
     elif status.junit == "error":
-        case.add_error_info(message=message, output=details, error_type=str(status))
+        case.add_error_info(message=message, output=details, error_type=kind or str(status))
     elif status.junit == "skipped":
         case.add_skipped_info(message=message)
 

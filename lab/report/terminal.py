@@ -69,12 +69,14 @@ def _table(corner: str, row_names: list[str], column_names: list[str],
 
 
 def _status_and_message(cell) -> str:
-    """"FAIL: message", without repeating a status the test's own line starts with."""
+    """"FAIL: message" ("ERROR [boot.no-ssh]: message" with an error code), without
+    repeating a status the test's own line starts with."""
+    status = f"{cell.status} [{cell.error_code}]" if cell.error_code else str(cell.status)
     if cell.message.startswith(f"{cell.status}:"):
-        return cell.message
+        return f"{status}:{cell.message[len(cell.status) + 1:]}"
     if cell.status != cell.outcome and cell.message.startswith(f"{cell.outcome}:"):
-        return f"{cell.status}: {cell.message[len(cell.outcome) + 1:].strip()}"
-    return f"{cell.status}: {cell.message}"
+        return f"{status}: {cell.message[len(cell.outcome) + 1:].strip()}"
+    return f"{status}: {cell.message}"
 
 
 def _expected(cell) -> str:

@@ -52,7 +52,7 @@ def test_a_flavour_the_archive_lacks_is_an_error_cell_and_the_others_run(repo_co
     proc = run_lab("run", "--arch", "i386,i386-pae", "--kernel", "debian-6.1", "--test", "swp_exclusive",
                    "--out", str(out), root=repo_copy, timeout=900)
     cells = {c["arch"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
-    assert cells["i386"]["status"] == "ERROR"
+    assert cells["i386"]["status"] == "ERROR" and cells["i386"]["error_code"] == "kernel.unavailable"
     assert "linux-image-686-nonexistent:i386 (newest) from suite 'bookworm' is not in apt's lists" in \
         cells["i386"]["message"]
     assert cells["i386-pae"]["status"] == "XFAIL", cells["i386-pae"]["message"]
@@ -63,5 +63,6 @@ def test_a_module_the_package_lacks_is_named(monkeypatch):
     monkeypatch.setattr(debian_kernels, "GUEST_MODULES", ("virtio_net", "zram", "no_such_module"))
     lab = cfg.load_lab()
     with pytest.raises(BuildError, match=r"a module the guest needs is not in the package and not built in: "
-                                         r"no_such_module"):
+                                         r"no_such_module") as missing:
         ensure_kernel(lab, lab.arches["i386-pae"], lab.kernels["debian-6.1"])
+    assert missing.value.code == "kernel.missing-module"

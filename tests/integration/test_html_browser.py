@@ -61,7 +61,8 @@ def _every_status() -> tuple[list[CellResult], dict]:
         if status in ("XFAIL", "XPASS"):
             cell.apply_expectation("FAIL", "marker landed in 6.3")
         if status == "XERROR":
-            cell.apply_expectations([Expectation(reason="known build failure", status="ERROR", message="ERROR")])
+            cell.error_code = "build.failed"
+            cell.apply_expectations([Expectation(reason="known build failure", status="ERROR", error="build.failed")])
         cells.append(cell)
     cells.append(CellResult("i386-pae", "6.1", "only_pass", "PASS", "PASS"))
     cells.append(combine_attempts([CellResult("sparc64", "6.1", "only_pass", s, f"{s}: x") for s in ("FAIL", "PASS", "FAIL")]))

@@ -342,6 +342,7 @@ def test_kernel_build_error_is_an_error_cell_and_others_still_run(repo_copy, tmp
     print(proc.stdout, proc.stderr)
     cells = {c["arch"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
     assert cells["sparc64"]["status"] == "XERROR" and cells["sparc64"]["expected"] == "ERROR"
+    assert cells["sparc64"]["error_code"] == "build.failed" and cells["x86_64"]["error_code"] == ""
     assert "error:" in cells["sparc64"]["message"] and "BUILD_BUG_ON" in cells["sparc64"]["message"]
     assert "build.log" in cells["sparc64"]["message"]
     assert cells["x86_64"]["status"] == "PASS"
@@ -349,7 +350,8 @@ def test_kernel_build_error_is_an_error_cell_and_others_still_run(repo_copy, tmp
     assert proc.returncode == 0
 
     lab_toml = repo_copy / "configs/lab.toml"
-    lab_toml.write_text(lab_toml.read_text().replace(".*BUILD_BUG_ON failed: .*HWEIGHT32", "undefined reference"))
+    assert 'message = "BUILD_BUG_ON failed: .*HWEIGHT32"' in lab_toml.read_text()
+    lab_toml.write_text(lab_toml.read_text().replace("BUILD_BUG_ON failed: .*HWEIGHT32", "undefined reference"))
     proc = run_lab("run", "--arch", "sparc64", "--kernel", "6.12", "--test", "swp_exclusive",
                    "--out", str(tmp_path / "changed"), root=repo_copy)
     print(proc.stdout, proc.stderr)

@@ -295,6 +295,7 @@ def test_too_much_or_too_slow_tap_is_an_error_cell(tmp_path, monkeypatch):
     cell = _cell(0, "PASS")
     _judge_subtests(cell, log, ())
     assert cell.status == "ERROR" and "more than the 1 MiB of TAP" in cell.message
+    assert cell.error_code == "guest.output"
 
 
 def test_a_result_line_with_a_huge_number_is_no_metric():

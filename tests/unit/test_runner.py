@@ -31,11 +31,13 @@ def test_banner_wait_stops_when_the_guest_is_gone():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed: nothing listens
     started = time.monotonic()
-    with pytest.raises(SshError, match="QEMU exited while waiting for the SSH banner"):
+    with pytest.raises(SshError, match="QEMU exited while waiting for the SSH banner") as gone:
         wait_for_banner(port, 30, alive=lambda: time.monotonic() - started < 0.5)
+    assert gone.value.code == "boot.failed"
     assert time.monotonic() - started < 3
-    with pytest.raises(SshError, match=r"no SSH banner on 127.0.0.1:\d+ within 1 s"):
+    with pytest.raises(SshError, match=r"no SSH banner on 127.0.0.1:\d+ within 1 s") as silent:
         wait_for_banner(port, 1)
+    assert silent.value.code == "boot.no-ssh", "what a known ERROR of a guest whose SSH never answers names"
 
 
 def test_a_signal_while_submitting_jobs_still_stops_the_running_ones(tmp_path, isolated_cache):
