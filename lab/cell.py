@@ -104,13 +104,8 @@ def run_cell(guest: RunningGuest, plan: CellPlan) -> tuple[CellResult, bool]:
     cell.kernel_excerpts = kernel_excerpts(unreported)
     if result is not None:
         healthy = _judge_result(cell, result, plan.timeout_s) and healthy
-    crashed = crash(console_text, exited=guest.console.eof)
-    if crashed:
-        # The guest crashed under the test: no answer from the test can be trusted,
-        # unless the testcase says that a crash is what it looks for.
-        cell.status = Status.FAIL if plan.case.crash_is_failure else Status.ERROR
-        cell.error_code = "" if plan.case.crash_is_failure else "guest.crash"
-        cell.message, healthy = f"guest crashed during the test: {crashed}", False
+    crashed = _judge_crash(cell, console_text, guest.console.eof, plan.case)
+    healthy = healthy and not crashed
     if plan.case.kselftest:
         # Also when the guest was lost (the cell is ERROR) or crashed: what the test printed counts.
         _judge_subtests(cell, logs["stdout"], plan.subtest_expectations, final=bool(crashed))
@@ -120,6 +115,18 @@ def run_cell(guest: RunningGuest, plan: CellPlan) -> tuple[CellResult, bool]:
         if path.exists():
             cell.logs[f"test_{name}"] = plan.relative(path)
     return cell, healthy
+
+
+def _judge_crash(cell: CellResult, console_text: str, exited: bool, case: Testcase) -> bool:
+    """Whether the guest crashed under the test (a panic on the console, QEMU gone): then no
+    answer from the test can be trusted, and the cell is ERROR, unless the testcase says
+    that a crash is what it looks for (FAIL)."""
+    crashed = crash(console_text, exited=exited)
+    if crashed:
+        cell.status = Status.FAIL if case.crash_is_failure else Status.ERROR
+        cell.error_code = "" if case.crash_is_failure else "guest.crash"
+        cell.message = f"guest crashed during the test: {crashed}"
+    return crashed is not None
 
 
 def _push_and_run(guest: RunningGuest, plan: CellPlan, logs: dict[str, Path], cell: CellResult,

@@ -90,7 +90,11 @@ def _rgb(hex_color: str) -> tuple[int, int, int]:
 
 
 class _Recorder:
-    """A TCP listener standing in for the whole network: it records every connection."""
+    """A TCP listener standing in for the whole network: it records the first line of
+    every request sent over it. A connection that sends nothing is not a request:
+    Chromium opens one to its proxy in advance (a preconnect) and, on a slow first
+    start, may close it unused. Each connection is read until its request line, its
+    end, or close(), so a request that comes late is never missed."""
 
     def __init__(self):
         self.sock = socket.socket()
@@ -98,7 +102,9 @@ class _Recorder:
         self.sock.listen()
         self.sock.settimeout(0.2)
         self.requests: list[str] = []
+        self.unused_connections = 0
         self.done = threading.Event()
+        self.readers: list[threading.Thread] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -112,17 +118,34 @@ class _Recorder:
                 conn, _ = self.sock.accept()
             except OSError:
                 continue
-            conn.settimeout(1)
-            try:
-                first = conn.recv(4096).decode("latin-1").split("\r\n")[0]
-            except OSError:
-                first = "?"
-            self.requests.append(first)
-            conn.close()
+            reader = threading.Thread(target=self._read, args=(conn,), daemon=True)
+            reader.start()
+            self.readers.append(reader)
+
+    def _read(self, conn):
+        conn.settimeout(0.2)
+        data = b""
+        with conn:
+            while b"\r\n" not in data and not self.done.is_set() and len(data) < 65536:
+                try:
+                    chunk = conn.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+        if data:
+            self.requests.append(data.decode("latin-1").split("\r\n")[0])
+        else:
+            self.unused_connections += 1
 
     def close(self):
         self.done.set()
         self.thread.join()
+        for reader in self.readers:
+            reader.join()
         self.sock.close()
 
 
@@ -256,3 +279,20 @@ def test_history_in_a_real_browser(tmp_path):
                 assert night["background"] == "rgb({}, {}, {})".format(*_rgb(STATUS_COLORS[status])), (key, night)
                 x, y = int(night["left"] + 2), int(night["top"] + night["height"] - 2)
                 assert image.getpixel((x, y)) == _rgb(STATUS_COLORS[status]), (key, status, (x, y))
+
+
+def test_the_stand_in_network_tells_an_unused_connection_from_a_late_request():
+    recorder = _Recorder()
+    port = recorder.sock.getsockname()[1]
+    try:
+        socket.create_connection(("127.0.0.1", port)).close()  # a preconnect, closed unused
+        late = socket.create_connection(("127.0.0.1", port))
+        threading.Event().wait(1.5)  # longer than one read's timeout: the request comes late
+        late.sendall(b"GET http://example.invalid/x HTTP/1.1\r\nHost: example.invalid\r\n\r\n")
+        idle = socket.create_connection(("127.0.0.1", port))  # open, never used, until the end
+        late.close()
+    finally:
+        recorder.close()
+        idle.close()
+    assert recorder.requests == ["GET http://example.invalid/x HTTP/1.1"]
+    assert recorder.unused_connections == 2

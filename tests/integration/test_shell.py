@@ -26,6 +26,16 @@ def _spawn(tmp_path, *extra) -> pexpect.spawn:
     return child
 
 
+def _until(child: pexpect.spawn, send: str, want: str, deadline_s: float = 60) -> None:
+    """Send `send` until `want` comes back: the handshake is the answer, not a pause."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        child.send(send)
+        if child.expect([want, pexpect.TIMEOUT], timeout=2) == 0:
+            return
+        assert time.monotonic() < deadline, f"no {want!r} after sending {send!r} for {deadline_s:.0f} s"
+
+
 def test_interactive_shell_has_a_terminal_the_testcase_and_ctrl_c(tmp_path):
     child = _spawn(tmp_path)
     child.expect("testcases in the guest: /tmp/swp_exclusive", timeout=BOOT_S)
@@ -34,18 +44,17 @@ def test_interactive_shell_has_a_terminal_the_testcase_and_ctrl_c(tmp_path):
     child.expect("24 80")
     child.expect("i686")
     child.setwinsize(40, 120)  # the lab passes SIGWINCH's new size on to the guest's pty
-    time.sleep(0.5)
-    child.sendline("stty size")
-    child.expect("40 120")
+    _until(child, "stty size\r", "40 120")
     # The pushed binary runs: 6.1 on i386-pae loses the exclusive marker (the seed fact).
     child.sendline("/tmp/swp_exclusive; echo rc=$?")
     child.expect("FAIL: page was replaced during COW")
     child.expect("rc=1")
-    child.sendline("sleep 100; echo slept")
-    time.sleep(1)
+    child.sendline("echo go-$((2*3)); sleep 100; echo slept")
+    child.expect("go-6")  # the guest runs the line: its sleep is next
     child.sendcontrol("c")  # goes to the guest's sleep, not to the lab
     child.sendline("echo after-$((6*7))")
     child.expect("after-42", timeout=15)
+    assert "slept" not in child.before
     child.sendline("exit 7")
     child.expect(pexpect.EOF, timeout=60)
     child.close()
@@ -84,9 +93,7 @@ def test_a_command_that_never_stops_printing_exits_124_at_its_timeout(tmp_path):
 def test_serial_console_both_ways_and_ctrl_bracket_leaves(tmp_path):
     child = _spawn(tmp_path, "--console")
     child.expect("Ctrl-] leaves", timeout=BOOT_S)
-    time.sleep(1)
-    child.send("\r")
-    child.expect(PROMPT)
+    _until(child, "\r", PROMPT)
     child.send("echo con-$((1+1)) $(tty)\r")
     child.expect("con-2 /dev/tty")  # the console's own tty, so Ctrl-C works there too
     child.send("\x1d")

@@ -18,8 +18,9 @@ def test_repo_configs_load():
 @pytest.mark.parametrize("name", sorted(LAB.arches))
 def test_every_arch_is_complete(name):
     arch = LAB.arches[name]
-    assert arch.name == name
+    assert (REPO / "configs/arches" / f"{name}.toml").is_file(), "one file per arch, named after it"
     assert (REPO / "configs/kernel" / arch.kernel.fragment).is_file()
+    assert (REPO / "tests/unit/golden" / f"argv-{name}.txt").is_file(), "its QEMU command line is pinned"
     assert arch.qemu.binary.startswith("qemu-system-")
     assert arch.toolchain.package.startswith("gcc")
     assert arch.guest.poweroff

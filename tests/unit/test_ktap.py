@@ -87,28 +87,39 @@ def test_a_kselftest_cell_takes_its_status_from_the_subtests(tmp_path):
     assert [s["name"] for s in cell.subtests] == ["a"]
 
 
-def test_a_crash_keeps_the_subtests_seen_and_the_status_it_set(tmp_path):
-    from lab.cell import _judge_subtests
+PANIC = "[  12.3] Kernel panic - not syncing: Aiee, killing interrupt handler!\n"
+
+
+def _crashed_cell(log, exit_code, crash_is_failure=False):
+    """A kselftest cell judged as run_cell judges it when the guest panicked under the test."""
+    import dataclasses
+    from lab.cell import _judge_crash, _judge_subtests
+    from lab.config import load_lab
+    case = dataclasses.replace(load_lab().testcases["cow"], crash_is_failure=crash_is_failure)
+    cell = _cell(exit_code, "PASS" if exit_code == 0 else "FAIL")
+    assert _judge_crash(cell, "booted\n" + PANIC, False, case)
+    _judge_subtests(cell, log, (), final=True)
+    return cell
+
+
+def test_a_crash_keeps_the_subtests_seen_and_the_crash_decides_the_cell(tmp_path):
     log = tmp_path / "stdout.txt"
     log.write_text("1..108\n# [RUN] a\nok 1 x\n# [RUN] b\nnot ok 2 y\n# [RUN] c\n")
-    cell = _cell(None, "ERROR")
-    cell.message = "guest crashed during the test: Kernel panic - not syncing: Aiee, killing interrupt handler!"
-    _judge_subtests(cell, log, (), final=True)
-    assert cell.status == "ERROR" and cell.message.endswith("killing interrupt handler! (after 2 subtests)")
+    cell = _crashed_cell(log, exit_code=1)  # the subtests alone would make it FAIL
+    assert (cell.status, cell.error_code) == ("ERROR", "guest.crash")
+    assert cell.message == ("guest crashed during the test: Kernel panic - not syncing: Aiee, killing interrupt "
+                            "handler! (after 2 subtests)")
     assert [(s["name"], s["status"]) for s in cell.subtests] == [("a", "PASS"), ("b", "FAIL")]
     # Real: cow on ppc32 (e500) Linux 6.12.117, whose guest panicked in the 9th subtest.
     log.write_text((DATA / "cow-ppc32-6.12-crash.tap").read_text())
-    cell = _cell(None, "ERROR")
-    cell.message = "guest crashed during the test: Kernel panic - not syncing: Aiee, killing interrupt handler!"
-    _judge_subtests(cell, log, (), final=True)
+    cell = _crashed_cell(log, exit_code=None)
     assert cell.status == "ERROR" and cell.message.endswith("(after 8 subtests)")
     assert [s["status"] for s in cell.subtests].count("FAIL") == 1
     assert cell.subtests[6]["name"].startswith("Basic COW after fork() ... with hugetlb (4096 kB)")
     # A testcase for which a crash is the finding: FAIL stays FAIL, whatever the subtests say.
     log.write_text("1..1\n# [RUN] a\nok 1 x\n")
-    cell = _cell(0, "FAIL")
-    _judge_subtests(cell, log, (), final=True)
-    assert cell.status == "FAIL"
+    cell = _crashed_cell(log, exit_code=0, crash_is_failure=True)  # the subtests alone would make it PASS
+    assert (cell.status, cell.error_code) == ("FAIL", "")
 
 
 def test_a_kselftest_cell_whose_only_failures_are_expected_is_xfail_with_the_reason(tmp_path):

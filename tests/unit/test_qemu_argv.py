@@ -1,8 +1,8 @@
 """QEMU command lines per arch, compared with golden files.
 
-A new arch's golden file is written on the first run, which fails once so that
-someone reads it before it is committed. Regenerate after an intended change
-with: LAB_REGEN_GOLDEN=1 pytest tests/unit/test_qemu_argv.py
+A missing golden file is a failure, as is a difference. Writing them is explicit,
+for a new arch or after an intended change, and someone reads the files before
+committing them: LAB_REGEN_GOLDEN=1 pytest tests/unit/test_qemu_argv.py
 """
 
 import os
@@ -31,10 +31,8 @@ def test_argv_golden(name):
     golden = GOLDEN / f"argv-{name}.txt"
     if os.environ.get("LAB_REGEN_GOLDEN"):
         golden.write_text(line)
-    if not golden.is_file():
-        golden.write_text(line)
-        pytest.fail(f"no golden argv for the new arch {name}: wrote {golden} from today's argv; read it, "
-                    f"commit it if it is right, and the next run compares against it")
+    assert golden.is_file(), (f"no golden argv for {name}: write it with LAB_REGEN_GOLDEN=1, read it, and "
+                              f"commit it if it is right")
     assert line == golden.read_text(), f"argv of {name} differs from {golden} (LAB_REGEN_GOLDEN=1 if intended)"
 
 

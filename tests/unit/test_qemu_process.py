@@ -91,10 +91,11 @@ def test_qemu_dies_when_the_lab_is_killed(tmp_path):
     pidfile = tmp_path / "pid"
     code = ("import sys, time\nfrom pathlib import Path\nfrom lab.qemu import QemuProcess\n"
             f"q = QemuProcess([{fake!r}], Path({str(tmp_path / 'c.log')!r}))\nq.start()\n"
-            f"Path({str(pidfile)!r}).write_text(str(q.pid))\ntime.sleep(1000)\n")
+            f"Path({str(pidfile) + '.new'!r}).write_text(str(q.pid))\n"
+            f"Path({str(pidfile) + '.new'!r}).rename({str(pidfile)!r})\ntime.sleep(1000)\n")
     lab = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not pidfile.exists():
+    while time.monotonic() < deadline and not pidfile.exists():  # renamed into place whole
         time.sleep(0.05)
     qemu_pid = int(pidfile.read_text())
     assert not _gone(qemu_pid)

@@ -48,6 +48,8 @@ class FakeGuestSshd(paramiko.ServerInterface):
     def __init__(self, stall: str = "", output: int = 0):
         self.stall, self.output = stall, output
         self.release = threading.Event()
+        self.asked = threading.Event()  # an exec request arrived
+        self.commands: list[bytes] = []
 
     def get_allowed_auths(self, username):
         return "publickey"
@@ -61,6 +63,8 @@ class FakeGuestSshd(paramiko.ServerInterface):
         return paramiko.OPEN_SUCCEEDED
 
     def check_channel_exec_request(self, channel, command):
+        self.commands.append(command)
+        self.asked.set()
         if self.stall == "exec":
             self.release.wait(60)
             return False
@@ -105,8 +109,11 @@ def fake_guest(tmp_path):
             transport.start_server(server=server)
             servers.append(transport)
         threading.Thread(target=serve, daemon=True).start()
-        remote = Remote(listener.getsockname()[1], host_public, client_key, timeout_s=1.0)
+        # Login under load (key exchange on a busy 2-core agent) may take seconds: it
+        # has a long deadline. The steps under test then have 1 s each.
+        remote = Remote(listener.getsockname()[1], host_public, client_key, timeout_s=60.0)
         remote.connect()
+        remote.step_timeout_s = 1.0
         return remote
 
     yield start
@@ -143,6 +150,7 @@ def test_power_off_does_not_wait_for_a_guest_that_stopped_answering(fake_guest):
     started = time.monotonic()
     remote.start_detached(["poweroff", "-f"], timeout_s=1)
     assert time.monotonic() - started < 5
+    assert server.asked.wait(10) and server.commands == [b"poweroff -f"], "the power-off was asked for"
     server.release.set()
 
 
