@@ -13,8 +13,7 @@ from lab.cache import sha256_file
 from lab.config import Lab
 from lab.errors import BuildError, Failure
 from lab.images import ImageArtifact, boot_initrd, ensure_image
-from lab.kernel_sources import resolve
-from lab.kernels import KernelArtifact, ensure_kernel
+from lab.kernels import KernelArtifact, ensure_kernel, resolve
 from lab.plan import Job
 from lab.progress import Notify
 from lab.remote import client_key

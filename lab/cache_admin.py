@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from lab import apt, debian_kernels
+from lab import apt, kernels
 from lab.cache import Entry, cache_root, content_key
 from lab.config import Lab
 from lab.errors import LabError, UserError
 from lab.images import known_image_key, resolved_sources
 from lab.kernel_sources import resolve
-from lab.kernels import kernel_entry
 from lab.plan import Job, plan_jobs
 from lab.testcases import kselftest_source, testcase_entry
 
@@ -140,15 +139,17 @@ def other_usage() -> list[tuple[str, int]]:
 # --- what the plan needs ---------------------------------------------------------------------
 
 
-def _kernels(lab: Lab, jobs: list[Job], _: dict) -> set[str]:
-    return {kernel_entry(lab, j.arch, j.kernel).key for j in jobs if j.kernel.built_here}
+def _kept_by_kernels(cache_kind: str) -> Callable[[Lab, list[Job], dict], set[str]]:
+    """A finder that asks the kernels' kind modules (lab.kernels) what they keep of `cache_kind`."""
+    return lambda lab, jobs, _: kernels.kept_entries(lab, jobs, cache_kind)
 
 
-def _kernel_sources(lab: Lab, jobs: list[Job], _: dict) -> set[str]:
-    sources = {j.kernel.name: j.kernel for j in jobs if j.kernel.built_here}
-    sources.update((s.name, s) for j in jobs for case in j.testcases if case.kselftest
-                   for s in [kselftest_source(lab, j.arch, case)])
-    return {content_key(resolve(source).identity) for source in sources.values()}
+def _kernel_sources(lab: Lab, jobs: list[Job], needed: dict) -> set[str]:
+    """The kernels' own sources, and those the kselftests are built from."""
+    kselftest_sources = {s.name: s for j in jobs for case in j.testcases if case.kselftest
+                         for s in [kselftest_source(lab, j.arch, case)]}
+    return (kernels.kept_entries(lab, jobs, "kernel-sources")
+            | {content_key(resolve(source).identity) for source in kselftest_sources.values()})
 
 
 def _testcases(lab: Lab, jobs: list[Job], _: dict) -> set[str]:
@@ -178,30 +179,16 @@ def _boot_initrds(lab: Lab, jobs: list[Job], needed: dict) -> set[str]:
     return {p.name for p in paths if _meta(p).get("image") in needed["images"]}
 
 
-def _debian_kernels(lab: Lab, jobs: list[Job], _: dict) -> set[str]:
-    """The packages the flavours resolve to in the lists fetched last (never refreshed here)."""
-    conf = debian_kernels.apt_state_entry(lab).path / "apt.conf"
-    wanted = [j for j in jobs if j.kernel.debian_kernel]
-    if wanted and not conf.is_file():
-        raise LabError("Debian's package lists were never fetched here")
-    return {debian_kernels.kernel_entry(debian_kernels.resolve_package(j.kernel, j.arch, conf), j.arch).key
-            for j in wanted}
-
-
-def _debian_apt(lab: Lab, jobs: list[Job], _: dict) -> set[str]:
-    return {debian_kernels.apt_state_entry(lab).key} if any(j.kernel.debian_kernel for j in jobs) else set()
-
-
 def _debian_sources(lab: Lab, jobs: list[Job], _: dict) -> set[str]:
     return {apt.source_entry(offer).key for offer in resolved_sources(lab).values()}
 
 
 # In order: a finder may use the kinds found before it. None for a kind: not judged, keep it all.
 _FINDERS: tuple[tuple[str, Callable[[Lab, list[Job], dict], set[str]]], ...] = (
-    ("kernels", _kernels), ("kernel-sources", _kernel_sources), ("testcases", _testcases),
+    ("kernels", _kept_by_kernels("kernels")), ("kernel-sources", _kernel_sources), ("testcases", _testcases),
     ("images", _images), ("userland", _userland), ("boot-initrds", _boot_initrds),
-    ("debian-kernels", _debian_kernels),
-    ("debian-apt", _debian_apt), ("debian-sources", _debian_sources),
+    ("debian-kernels", _kept_by_kernels("debian-kernels")),
+    ("debian-apt", _kept_by_kernels("debian-apt")), ("debian-sources", _debian_sources),
 )
 
 

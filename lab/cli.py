@@ -29,7 +29,8 @@ from lab.hosttools import compiler_for, qemu_binary
 from lab.images import built_image, ensure_image, planned_initrd, resolved_sources, source_states
 from lab.kernel_trees import tree_source
 from lab.kernel_images import image_source
-from lab.kernels import ensure_kernel, kernel_entry, planned_image
+from lab import kernels
+from lab.kernels import ensure_kernel, planned_image
 from lab.progress import Progress
 from lab.qemu import ACCELERATORS, kill_all, qemu_argv, qemu_user, running
 from lab.remote import client_key
@@ -398,17 +399,8 @@ def _built(lab: cfg.Lab, arch: cfg.Arch) -> dict:
             t = testcase_entry(lab, arch, case)
             entry["testcases"][tname] = str(t.path / tname) if t.meta() else None
         for kname, source in lab.kernels.items():
-            if source.debian_kernel:  # no key before the archive is asked which package is current
-                why_not = plan.debian_kernel_missing(arch, source)
-                entry["kernels"][kname] = f"not planned: {why_not}" if why_not else (
-                    f"Debian's linux-image-{arch.debian.flavour}:{arch.debian.arch} from {source.debian_kernel}, "
-                    f"fetched at run time")
-                continue
-            k = kernel_entry(lab, arch, source)
-            meta = k.meta()
-            entry["kernels"][kname] = (str(k.path / "image") if meta["ok"] else f"build failed: {meta['error']}") if meta else None
             # hits and misses of the build that made it (none for kernels built before ccache)
-            entry["kernel_ccache"][kname] = meta.get("ccache") if meta else None
+            entry["kernels"][kname], entry["kernel_ccache"][kname] = kernels.listing(lab, arch, source)
     except UserError as exc:
         entry["missing"] = str(exc)
     return entry
@@ -422,7 +414,7 @@ def cmd_list(args) -> int:
                  "testcases": list(lab.plan.testcases)},
         "arches": {n: {"description": a.description, "qemu": a.qemu.binary, "toolchain": a.toolchain.triple,
                        "built": built[n]} for n, a in lab.arches.items()},
-        "kernels": {n: {"source": k.origin, "tarball": k.tarball, "package": k.debian_package}
+        "kernels": {n: {"source": kernels.describe(k), "kind": type(k.kind).__name__}
                     for n, k in lab.kernels.items()},
         "guest_sources": _guest_sources(lab),
         "testcases": {n: {"description": t.description, "timeout_s": t.timeout_s, "needs": list(t.needs),

@@ -174,68 +174,107 @@ class GuestSource:
     version: str | None = None
 
 
-@dataclass(frozen=True)
-class KernelSource:
-    """Where a kernel comes from: exactly one of debian_package, tarball, git, tree (sources
-    the lab builds) or image (a kernel someone built: booted as it is)."""
+# --- kernel kinds: where a kernel comes from (a tagged union; lab.kernels maps each
+# kind to the one module that gets its kernel) ---------------------------------------
 
-    name: str
-    # A Debian linux-source-X package: the installed /usr/src/X.tar.xz, or with
-    # suite/version, that version fetched with apt-get download (not installed).
-    debian_package: str | None = None
+
+@dataclass(frozen=True)
+class DebianSourcePackage:
+    """A Debian linux-source-X package: the installed /usr/src/X.tar.xz, or with suite or
+    version, that version fetched with apt-get download (not installed). Built here."""
+
+    package: str
     suite: str | None = None
     version: str | None = None
-    tarball: str | None = None  # a kernel source tarball (top directory stripped)
-    git: str | None = None  # a local git tree
+
+
+@dataclass(frozen=True)
+class SourceTarball:
+    """A kernel source tarball (top directory stripped). Built here."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class GitRef:
+    """A commit of a local git repository, exported with git archive. Built here."""
+
+    repo: str
     ref: str = "HEAD"
-    # A kernel tree as it is on disk, uncommitted edits included, built incrementally
-    # (lab.kernel_trees): what `lab run --tree PATH` makes.
-    tree: str | None = None
-    # A built kernel image, booted as it is (`lab run --kernel-image PATH`); its sha256
-    # is its identity. image_config: its .config, checked against the fragments.
-    image: str | None = None
-    image_config: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkingTree:
+    """A kernel tree as it is on disk, uncommitted edits included, built incrementally
+    as its owner (lab.kernel_trees): what `lab run --tree PATH` makes."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """A built kernel image, booted as it is (`lab run --kernel-image PATH`); its sha256
+    is its identity. config: its .config, checked against the fragments."""
+
+    path: str
+    config: str | None = None
+
+
+@dataclass(frozen=True)
+class DebianBinary:
+    """Debian's prebuilt kernel from this suite (e.g. bookworm), for each arch's [debian]
+    flavour: downloaded, not built (lab.debian_kernels)."""
+
+    suite: str
+
+
+KernelKind = DebianSourcePackage | SourceTarball | GitRef | WorkingTree | BuiltImage | DebianBinary
+# The kinds a source archive is unpacked from and built by the lab (lab.source_kernels).
+SOURCE_KINDS = (DebianSourcePackage, SourceTarball, GitRef)
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    """A kernel of the plan: its name, where it comes from (`kind`), and what the lab adds."""
+
+    name: str
+    kind: KernelKind
     # More config fragments after common and the arch's (--fragment; in the TOML,
     # relative to configs/kernel/). Part of the kernel's cache key.
     fragments: tuple[str, ...] = ()
-    # Debian's prebuilt kernel from this suite (e.g. bookworm), for each arch's
-    # [debian] flavour: downloaded, not built (lab.debian_kernels).
-    debian_kernel: str | None = None
     # Arches this kernel is in the default plan for (empty: all); --kernel overrides.
     arches: tuple[str, ...] = ()
 
     @property
     def apt_pin(self) -> AptPin | None:
-        """The archive version this source is fetched as (suite or version given), else None."""
-        if not (self.debian_package and (self.suite or self.version)):
+        """The archive version a Debian source package is fetched as (suite or version given), else None."""
+        kind = self.kind
+        if not (isinstance(kind, DebianSourcePackage) and (kind.suite or kind.version)):
             return None
-        return AptPin(self.debian_package, self.suite, self.version, where=f"configs/lab.toml: kernels.{self.name}")
+        return AptPin(kind.package, kind.suite, kind.version, where=f"configs/lab.toml: kernels.{self.name}")
 
     @property
-    def origin(self) -> str:
-        """Where the source comes from, as configured (no lookup): for `lab list`."""
-        if self.debian_package:
-            pinned = f" from {self.suite}" if self.suite else f" {self.version}" if self.version else " (installed)"
-            return f"Debian package {self.debian_package}{pinned}"
-        if self.tarball:
-            return f"tarball {self.tarball}"
-        if self.tree:
-            return f"kernel tree {self.tree} as it is on disk"
-        if self.image:
-            return f"kernel image {self.image}"
-        if self.debian_kernel:
-            return f"Debian's prebuilt kernel from {self.debian_kernel} (each arch's [debian] flavour)"
-        return f"git tree {self.git} at {self.ref}"
+    def installed_package(self) -> str | None:
+        """The Debian package that must be installed on the host for this source, if any."""
+        return self.kind.package if isinstance(self.kind, DebianSourcePackage) and not self.apt_pin else None
 
-    @property
-    def built_here(self) -> bool:
-        """Built by the lab from source (not a given image or Debian's prebuilt kernel)."""
-        return not (self.image or self.debian_kernel)
 
-    @property
-    def package(self) -> str:
-        """What to install when the source is missing (for messages)."""
-        return self.debian_package or "none: the path is configured in configs/lab.toml"
+@dataclass(frozen=True)
+class _KernelTable:
+    """A [kernels.NAME] table as written in configs/lab.toml: one kind's keys, and the rest."""
+
+    debian_package: str | None = None
+    suite: str | None = None
+    version: str | None = None
+    tarball: str | None = None
+    git: str | None = None
+    ref: str = "HEAD"
+    tree: str | None = None
+    image: str | None = None
+    image_config: str | None = None
+    debian_kernel: str | None = None
+    fragments: tuple[str, ...] = ()
+    arches: tuple[str, ...] = ()
 
 
 PARAM_TYPES = {"int": int, "float": float, "str": str}
@@ -526,24 +565,30 @@ KERNEL_KINDS = ("debian_package", "tarball", "git", "tree", "image", "debian_ker
 
 def _kernel_source(name: str, table: dict, where: str, fragments_dir: Path) -> KernelSource:
     _checked_name("kernel", name, where)
-    source = _from_table(KernelSource, table, where, name=name)
-    kinds = [k for k in KERNEL_KINDS if getattr(source, k)]
+    raw = _from_table(_KernelTable, table, where)
+    kinds = [k for k in KERNEL_KINDS if getattr(raw, k)]
     if len(kinds) != 1:
         raise ConfigError(f"{where}: give exactly one of {', '.join(KERNEL_KINDS)} "
                           f"(got {', '.join(kinds) or 'none'})")
-    fragments = tuple(str(fragments_dir / f) for f in source.fragments)
+    fragments = tuple(str(fragments_dir / f) for f in raw.fragments)
     missing = [f for f in fragments if not Path(f).is_file()]
     if missing:
         raise ConfigError(f"{where}.fragments: {missing[0]} does not exist")
-    source = dataclasses.replace(source, fragments=fragments)
-    if (source.suite or source.version) and not source.debian_package:
+    if (raw.suite or raw.version) and not raw.debian_package:
         raise ConfigError(f"{where}: suite and version go with debian_package")
-    if source.suite and source.version:
+    if raw.suite and raw.version:
         raise ConfigError(f"{where}: give suite or version, not both")
-    if "ref" in table and not source.git:
+    if "ref" in table and not raw.git:
         raise ConfigError(f"{where}: ref goes with git")
-    if source.image_config and not source.image:
+    if raw.image_config and not raw.image:
         raise ConfigError(f"{where}: image_config goes with image")
+    kind: KernelKind = {
+        "debian_package": lambda: DebianSourcePackage(raw.debian_package, raw.suite, raw.version),
+        "tarball": lambda: SourceTarball(raw.tarball), "git": lambda: GitRef(raw.git, raw.ref),
+        "tree": lambda: WorkingTree(raw.tree), "image": lambda: BuiltImage(raw.image, raw.image_config),
+        "debian_kernel": lambda: DebianBinary(raw.debian_kernel),
+    }[kinds[0]]()
+    source = KernelSource(name, kind, fragments, raw.arches)
     if source.apt_pin:
         _checked_pin(dataclasses.replace(source.apt_pin, where=where))
     return source
@@ -575,7 +620,7 @@ def load_lab(root: Path | None = None) -> Lab:
         for arch in kernel.arches:
             if arch not in arches:
                 raise ConfigError(f"{where}: kernels.{kernel.name}.arches: unknown arch {arch!r} (known: {', '.join(arches)})")
-            if kernel.debian_kernel and not arches[arch].debian:
+            if isinstance(kernel.kind, DebianBinary) and not arches[arch].debian:
                 raise ConfigError(f"{where}: kernels.{kernel.name}.arches: {arch} has no Debian kernel "
                                   f"(no [debian] in configs/arches/{arch}.toml)")
     for label, kind, names, known in (

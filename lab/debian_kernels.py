@@ -11,6 +11,9 @@ needs (GUEST_MODULES and the arch's virtio transport), with everything they
 depend on by the package's modules.dep (made with the host's depmod), go into an
 extra initramfs archive, with a list in load order the guest init reads. The
 kernel image, its config and that archive are cached by package and version.
+
+The module of the DebianBinary kind (lab.kernels): entry, ensure, planned_image,
+describe, listing, kept, resolve.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from pathlib import Path
 
 from lab import apt, hostdeps, safe_read
 from lab.buildlog import run_logged
-from lab.cache import Entry, Workspace, content_key, ensure
-from lab.config import VIRTIO_MODULES, AptPin, Arch, KernelSource, Lab
+from lab.cache import Entry, Workspace, content_key, ensure as ensure_entry
+from lab.config import VIRTIO_MODULES, AptPin, Arch, DebianBinary, KernelSource, Lab
 from lab.cpio import CpioWriter
-from lab.errors import ERROR_CODES, BuildError, PinError
+from lab.errors import ERROR_CODES, BuildError, LabError, PinError
 from lab.hosttools import require_tool
-from lab.kernel_images import image_problem
-from lab.kernels import KernelArtifact
+from lab.kernel_build import KernelArtifact, image_problem
+from lab.kernel_sources import ResolvedSource
+from lab.plan import debian_kernel_missing
 from lab.progress import Notify
 
 # What the guest uses that Debian builds as modules: the network SSH runs over, the
@@ -85,7 +89,7 @@ def sources_text(suites: list[str], host_entries: list[dict[str, str]]) -> str:
 
 def _apt_state_inputs(lab: Lab) -> tuple[list[str], list[str], str]:
     """The suites, Debian architectures and sources text of the lab's own apt state."""
-    suites = sorted({k.debian_kernel for k in lab.kernels.values() if k.debian_kernel})
+    suites = sorted({k.kind.suite for k in lab.kernels.values() if isinstance(k.kind, DebianBinary)})
     arches = sorted({a.debian.arch for a in lab.arches.values() if a.debian})
     host_debs = [s for s in hostdeps.host_sources() if "deb" in s.get("Types", "").split()]
     return suites, arches, sources_text(suites, host_debs)
@@ -149,7 +153,7 @@ def resolve_package(source: KernelSource, arch: Arch, apt_config: Path) -> Debia
     darch, flavour = arch.debian.arch, arch.debian.flavour
     where = f"configs/lab.toml: kernels.{source.name} (configs/arches/{arch.name}.toml [debian])"
     try:
-        meta = apt.resolve(AptPin(f"linux-image-{flavour}:{darch}", source.debian_kernel, where=where),
+        meta = apt.resolve(AptPin(f"linux-image-{flavour}:{darch}", _suite(source), where=where),
                            apt.BINARY, apt_config)
     except PinError as exc:  # this arch's cells are ERROR; the others run
         raise BuildError(str(exc), code="kernel.unavailable") from None
@@ -245,7 +249,17 @@ def wanted_modules(arch: Arch) -> list[str]:
     return [*VIRTIO_MODULES[arch.qemu.virtio], *GUEST_MODULES]
 
 
-def ensure_debian_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: Notify) -> KernelArtifact:
+def _suite(source: KernelSource) -> str:
+    assert isinstance(source.kind, DebianBinary), source
+    return source.kind.suite
+
+
+def entry(lab: Lab, arch: Arch, source: KernelSource) -> None:
+    """No entry is known before the archive is asked which package is current."""
+    return None
+
+
+def ensure(lab: Lab, arch: Arch, source: KernelSource, progress: Notify) -> KernelArtifact:
     """Debian's kernel of the source's suite for `arch`: fetched once, cached by package and version.
     BuildError (every cell of the job ERROR) when it cannot be fetched or lacks a needed module."""
     if not arch.debian:
@@ -258,7 +272,7 @@ def ensure_debian_kernel(lab: Lab, arch: Arch, source: KernelSource, progress: N
     modules = wanted_modules(arch)
     entry = kernel_entry(package, arch)
     # A failure cached before error codes were recorded is fetched again, to learn its code.
-    meta = ensure(entry, lambda space: _fetch(arch, package, modules, conf, space, progress), log_name="fetch.log",
+    meta = ensure_entry(entry, lambda space: _fetch(arch, package, modules, conf, space, progress), log_name="fetch.log",
                   current=lambda meta: meta.get("ok") or meta.get("code") in ERROR_CODES)
     if not meta["ok"]:
         raise BuildError(f"kernel {source.name} for {arch.name}: {package}: {meta['error']} "
@@ -300,3 +314,38 @@ def _fetch(arch: Arch, package: DebianPackage, modules: list[str], conf: Path, s
     (space.result / "modules.cpio.gz").write_bytes(modules_archive(release, order))
     return {"ok": True, "version": release.name, "arch": arch.name, "package": package.name,
             "package_version": package.version, "suite": package.suite, "modules": [module_name(p) for p in order]}
+
+
+def planned_image(lab: Lab, arch: Arch, source: KernelSource) -> Path:
+    return Path(f"<kernel: Debian's from {_suite(source)}, fetched at run time>")
+
+
+def describe(source: KernelSource) -> str:
+    return f"Debian's prebuilt kernel from {_suite(source)} (each arch's [debian] flavour)"
+
+
+def listing(lab: Lab, arch: Arch, source: KernelSource) -> tuple[str | None, dict | None]:
+    """No package is known before the archive is asked which is current: what would be fetched."""
+    if why_not := debian_kernel_missing(arch, source):
+        return f"not planned: {why_not}", None
+    return (f"Debian's linux-image-{arch.debian.flavour}:{arch.debian.arch} from {_suite(source)}, "
+            f"fetched at run time"), None
+
+
+KEPT_KINDS: tuple[str, ...] = ("debian-kernels", "debian-apt")  # the cache kinds kept() judges
+
+
+def kept(lab: Lab, jobs: list) -> dict[str, set[str]]:
+    """The packages the flavours resolve to in the lists fetched last (never refreshed
+    here), and the lab's apt state they were resolved with."""
+    conf = apt_state_entry(lab).path / "apt.conf"
+    if jobs and not conf.is_file():
+        raise LabError("Debian's package lists were never fetched here")
+    return {"debian-kernels": {kernel_entry(resolve_package(j.kernel, j.arch, conf), j.arch).key for j in jobs},
+            "debian-apt": {apt_state_entry(lab).key}}
+
+
+def resolve(source: KernelSource) -> ResolvedSource:
+    """One package per arch: each cell names its own in debian_kernel_package."""
+    suite = _suite(source)
+    return ResolvedSource(f"debian-kernel:{suite}", f"Debian's prebuilt kernel from {suite}", suite)

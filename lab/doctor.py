@@ -11,7 +11,7 @@ from lab.config import Lab
 from lab.errors import UserError
 from lab.hostdeps import BASE_PACKAGES
 from lab.images import source_states
-from lab.kernel_sources import resolve
+from lab.kernels import resolve
 from lab.qemu import qemu_user
 from lab.hosttools import compiler_for, known_miscompile
 
@@ -60,8 +60,8 @@ def checks(lab: Lab, arches: list[str], kernels: list[str]) -> list[Check]:
             resolved = resolve(source)
             out.append(Check("host", f"kernel {name}: {resolved.description}", True))
         except UserError as exc:
-            fix = f"apt-get install {source.debian_package}" if source.debian_package and not (
-                source.suite or source.version) else "./just setup (or fix configs/lab.toml)"
+            fix = (f"apt-get install {source.installed_package}" if source.installed_package
+                   else "./just setup (or fix configs/lab.toml)")
             out.append(Check("host", f"kernel {name}: {exc}", False, fix))
     for name in arches:
         arch = lab.arches[name]

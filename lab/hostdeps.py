@@ -39,7 +39,7 @@ def packages(lab: Lab) -> list[str]:
     wanted = list(BASE_PACKAGES)
     for arch in lab.arches.values():
         wanted += [arch.qemu.package, arch.toolchain.package, arch.toolchain.libc_package]
-    wanted += [k.debian_package for k in lab.kernels.values() if k.debian_package and not k.apt_pin]
+    wanted += [k.installed_package for k in lab.kernels.values() if k.installed_package]
     return list(dict.fromkeys(wanted))
 
 

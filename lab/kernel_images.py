@@ -6,6 +6,9 @@ arch TOML), and its .config, when there is one (--kernel-config, or found beside
 the image), must set every option the arch's fragments require. The image (and
 its config) are copied into a cache entry keyed by content, so the file the
 user rebuilds meanwhile does not change a kernel a run is about to boot.
+
+The module of the BuiltImage kind (lab.kernels): entry, ensure, planned_image,
+describe, listing, kept, resolve.
 """
 
 from __future__ import annotations
@@ -14,29 +17,17 @@ import re
 import shutil
 from pathlib import Path
 
-from lab.cache import Entry, Workspace, ensure, sha256_file
-from lab.config import Arch, KernelSource, Lab
+from lab.cache import Entry, Workspace, ensure as ensure_entry, sha256_file
+from lab.config import Arch, BuiltImage, KernelSource, Lab
 from lab.errors import BuildError, UserError
-from lab.kernels import KernelArtifact, fragments_for, parse_fragment, unmet_options, wanted_options
+from lab.kconfig import fragments_for, parse_fragment, unmet_options, wanted_options
+from lab.kernel_build import KernelArtifact, image_problem
+from lab.kernel_sources import ResolvedSource
+from lab.progress import Notify
 
 _VERSION_IN_CONFIG = re.compile(r"^# Linux/\S+ (\S+) Kernel Configuration$", re.MULTILINE)
 _VERSION_IN_IMAGE = re.compile(rb"Linux version (\d+\.\d+[\w.+~-]*)")
 _CONFIG_SEARCH_DEPTH = 3  # arch/<arch>/boot/<image> sits three levels under the build's .config
-
-
-def image_problem(arch: Arch, image: Path) -> str | None:
-    """Why `image` is not a kernel this arch's QEMU machine boots, or None."""
-    magic = arch.kernel.magic()
-    with image.open("rb") as fh:
-        head = fh.read(max((offset + len(want) for offset, want in magic), default=0))
-    for offset, want in magic:
-        found = head[offset:offset + len(want)]
-        if found != want:
-            machine = arch.qemu.machine or f"{arch.qemu.binary}'s default machine"
-            return (f"not a kernel image for {arch.name} ({machine} boots {arch.kernel.image_target}): "
-                    f"expected bytes {want.hex()} at offset {offset:#x}, found {found.hex() or 'end of file'} "
-                    f"(configs/arches/{arch.name}.toml kernel.image_magic)")
-    return None
 
 
 def config_beside(image: Path) -> Path | None:
@@ -61,19 +52,28 @@ def image_source(path: Path, arch: Arch, config: Path | None) -> KernelSource:
         raise UserError(f"--kernel-config {config}: no such file")
     config = config.resolve() if config else config_beside(image)
     name = f"image-{sha256_file(image)[:12]}"
-    return KernelSource(name=name, image=str(image), image_config=str(config) if config else None,
-                        arches=(arch.name,))
+    return KernelSource(name=name, kind=BuiltImage(str(image), str(config) if config else None), arches=(arch.name,))
 
 
-def given_kernel(lab: Lab, arch: Arch, source: KernelSource) -> KernelArtifact:
+def _given(source: KernelSource) -> BuiltImage:
+    assert isinstance(source.kind, BuiltImage), source
+    return source.kind
+
+
+def entry(lab: Lab, arch: Arch, source: KernelSource) -> None:
+    """No entry is known before the image is checked (it is keyed by its content)."""
+    return None
+
+
+def ensure(lab: Lab, arch: Arch, source: KernelSource, progress: Notify) -> KernelArtifact:
     """The given image, checked and kept in the cache; BuildError (every cell ERROR)
     if it is not for this arch or its config lacks an option the fragments require."""
-    image = Path(source.image)
+    image = Path(_given(source).path)
     if not image.is_file():
         raise BuildError(f"kernel {source.name} for {arch.name}: {image} is gone")
     if problem := image_problem(arch, image):
         raise BuildError(f"kernel {source.name}: {problem}", code="kernel.bad-image")
-    config = Path(source.image_config) if source.image_config else None
+    config = Path(_given(source).config) if _given(source).config else None
     facts = {"kernel_image": str(image), "kernel_image_sha256": sha256_file(image),
              "kernel_config": str(config) if config else "none: not checked"}
     version = "unknown"
@@ -92,7 +92,7 @@ def given_kernel(lab: Lab, arch: Arch, source: KernelSource) -> KernelArtifact:
             shutil.copy(config, space.result / "config")
         return {"ok": True, "version": version, "arch": arch.name, **facts}
 
-    ensure(entry, keep)
+    ensure_entry(entry, keep)
     kept_config = entry.path / "config"
     return KernelArtifact(arch=arch.name, kernel=source.name, key=entry.key, image=entry.path / "image",
                           config=kept_config if kept_config.is_file() else None, version=version,
@@ -109,3 +109,28 @@ def _check_config(lab: Lab, arch: Arch, source: KernelSource, text: str, config:
         raise BuildError(f"kernel {source.name} for {arch.name}: its config ({config}) lacks options the lab's "
                          f"fragments require: {', '.join(unmet)}")
     facts["config_not_mentioned"] = " ".join(sorted(k for k, v in wanted.items() if k not in mentioned and v != "n"))
+
+
+def planned_image(lab: Lab, arch: Arch, source: KernelSource) -> Path:
+    return Path(_given(source).path)
+
+
+def describe(source: KernelSource) -> str:
+    return f"kernel image {_given(source).path}"
+
+
+def listing(lab: Lab, arch: Arch, source: KernelSource) -> tuple[str | None, dict | None]:
+    return _given(source).path, None
+
+
+KEPT_KINDS: tuple[str, ...] = ()  # the cache kinds kept() judges
+
+
+def kept(lab: Lab, jobs: list) -> dict[str, set[str]]:
+    """Nothing: a given image is not the default plan's."""
+    return {}
+
+
+def resolve(source: KernelSource) -> ResolvedSource:
+    path = _given(source).path
+    return ResolvedSource(f"image:{source.name}", f"{path} ({source.name})", path)

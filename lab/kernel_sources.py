@@ -17,7 +17,7 @@ from lab import apt, procs
 from lab.buildlog import run_logged
 from lab.cache import Entry, Workspace, content_key, ensure, file_digest
 from lab.progress import Notify
-from lab.config import KernelSource
+from lab.config import DebianSourcePackage, GitRef, KernelSource, SourceTarball
 from lab.errors import BuildError, MissingToolError, UserError
 from lab.hosttools import require_tool
 from lab.owner import Owner, owner_of
@@ -31,22 +31,23 @@ class ResolvedSource:
 
 
 def _installed_tarball(source: KernelSource) -> Path:
-    path = Path(source.tarball or f"/usr/src/{source.debian_package}.tar.xz")
+    kind = source.kind
+    path = Path(kind.path if isinstance(kind, SourceTarball) else f"/usr/src/{kind.package}.tar.xz")
     if not path.is_file():
-        if source.debian_package:
-            raise MissingToolError(f"kernel source {path} (kernel {source.name})", source.debian_package)
+        if isinstance(kind, DebianSourcePackage):
+            raise MissingToolError(f"kernel source {path} (kernel {source.name})", kind.package)
         raise UserError(f"kernel {source.name}: tarball {path} does not exist")
     return path
 
 
-def _git_commit(source: KernelSource) -> str:
+def _git_commit(source: KernelSource, kind: GitRef) -> str:
     require_tool("git", "git")
-    repo = Path(source.git)
+    repo = Path(kind.repo)
     owner = owner_of(repo)
-    proc = procs.probe([*safe_git_argv(repo, owner), "rev-parse", "--verify", f"{source.ref}^{{commit}}"],
+    proc = procs.probe([*safe_git_argv(repo, owner), "rev-parse", "--verify", f"{kind.ref}^{{commit}}"],
                        env={**os.environ, **owner.environment()})
     if proc.returncode != 0:
-        raise UserError(f"kernel {source.name}: no commit '{source.ref}' in git tree {source.git}")
+        raise UserError(f"kernel {source.name}: no commit '{kind.ref}' in git tree {kind.repo}")
     return proc.stdout.strip()
 
 
@@ -103,29 +104,24 @@ def tree_state(tree: Path) -> TreeState:
 
 @functools.cache
 def resolve(source: KernelSource) -> ResolvedSource:
-    """What the source is, without unpacking it (cheap: run at every `lab run`).
+    """What a source archive (SOURCE_KINDS: a Debian source package, a tarball, a git
+    ref) is, without unpacking it (cheap: run at every `lab run`).
 
     Resolved once per process: every job, cache key and report of a run sees the
     same commit or package version, even if a ref or a suite moves meanwhile.
     """
-    if source.image:
-        return ResolvedSource(f"image:{source.name}", f"{source.image} ({source.name})", source.image)
-    if source.debian_kernel:  # one package per arch: named in each cell's debian_kernel_package
-        return ResolvedSource(f"debian-kernel:{source.debian_kernel}",
-                              f"Debian's prebuilt kernel from {source.debian_kernel}", source.debian_kernel)
-    if source.tree:
-        return ResolvedSource(f"tree:{source.tree}", f"{source.tree} ({tree_state(Path(source.tree))})", source.tree)
-    if source.git:
-        commit = _git_commit(source)
-        return ResolvedSource(f"git:{commit}", f"{source.git} {commit[:12]}", commit)
+    if isinstance(source.kind, GitRef):
+        commit = _git_commit(source, source.kind)
+        return ResolvedSource(f"git:{commit}", f"{source.kind.repo} {commit[:12]}", commit)
     if source.apt_pin:
         offer = apt.resolve(source.apt_pin, apt.BINARY)
         return ResolvedSource(f"deb:{offer.package}={offer.version}", f"{offer.package} {offer}", offer.version)
     tarball = _installed_tarball(source)
     description = str(tarball)
-    if source.debian_package:
-        version = procs.probe(["dpkg-query", "-W", "-f=${Version}", source.debian_package]).stdout.strip()
-        description = f"{source.debian_package} {version or '(version unknown)'} ({tarball})"
+    if isinstance(source.kind, DebianSourcePackage):
+        package = source.kind.package
+        version = procs.probe(["dpkg-query", "-W", "-f=${Version}", package]).stdout.strip()
+        description = f"{package} {version or '(version unknown)'} ({tarball})"
     # The bare sha256 (no prefix) keeps kernel cache keys of tarball sources stable.
     return ResolvedSource(file_digest(tarball), description, str(tarball))
 
@@ -151,9 +147,9 @@ TAR_EXTRACT = ("tar", "--force-local", "-xf")
 def _unpack(source: KernelSource, pinned: str, space: Workspace) -> None:
     what = f"unpacking kernel {source.name}"
     tree, log = space.result, space.log
-    if source.git:
+    if isinstance(source.kind, GitRef):
         commit = pinned
-        repo = Path(source.git)
+        repo = Path(source.kind.repo)
         owner = owner_of(repo)
         # git as the repository's owner, running nothing its configuration names (filters
         # apply to archives too); tar, the lab's, extracts into the cache. A fixed script:
@@ -169,9 +165,9 @@ def _unpack(source: KernelSource, pinned: str, space: Workspace) -> None:
         apt.fetch(source.apt_pin, apt.BINARY, debs, log)
         (deb,) = debs.glob("*.deb")
         run_logged(["dpkg-deb", "-x", str(deb), str(debs / "root")], log, what=f"unpacking {deb.name}")
-        tarball = debs / "root" / "usr" / "src" / f"{source.debian_package}.tar.xz"
+        tarball = debs / "root" / "usr" / "src" / f"{source.apt_pin.package}.tar.xz"
         if not tarball.is_file():
-            raise BuildError(f"{what}: {deb.name} has no usr/src/{source.debian_package}.tar.xz")
+            raise BuildError(f"{what}: {deb.name} has no usr/src/{source.apt_pin.package}.tar.xz")
         run_logged([*TAR_EXTRACT, str(tarball), "-C", str(tree), "--strip-components=1"], log, what=what)
         return
     run_logged([*TAR_EXTRACT, pinned, "-C", str(tree), "--strip-components=1"], log, what=what)

@@ -12,6 +12,9 @@ Every step on the tree (its git reads, the mirror, make) runs as the tree's owne
 own; the lab reads what the build made as regular files only, never through a link.
 The image that boots is copied into its own entry, keyed by its content, so a
 later build cannot change a kernel a run is about to boot.
+
+The module of the WorkingTree kind (lab.kernels): entry, ensure, planned_image,
+describe, listing, kept, resolve.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from pathlib import Path
 
 from lab import ccache, names, safe_read
 from lab.buildlog import run_logged
-from lab.cache import Entry, Workspace, cache_root, content_key, ensure
-from lab.config import Arch, KernelSource, Lab
+from lab.cache import Entry, Workspace, cache_root, content_key, ensure as ensure_entry
+from lab.config import Arch, KernelSource, Lab, WorkingTree
 from lab.errors import BuildError, UserError
 from lab.hosttools import Compiler
-from lab.kernel_sources import tree_state
-from lab.kernels import KernelArtifact, check_config, configure, fragments_for, make_command, make_image
+from lab.kconfig import fragments_for
+from lab.kernel_build import KernelArtifact, build_compiler, check_config, configure, make_command, make_image
+from lab.kernel_sources import ResolvedSource, tree_state
 from lab.owner import Owner, owner_of, require_reachable
 from lab.progress import Notify
 
@@ -61,7 +65,7 @@ def tree_source(path: Path, fragments: list[Path]) -> KernelSource:
     label = re.sub(r"[^A-Za-z0-9._+-]", "_", tree.name).lstrip(".")[:32] or "tree"
     name = f"tree-{label}-{state.head[:8] if state.head else 'nogit'}{'+dirty' if state.dirty else ''}"
     assert names.is_valid(name), name
-    return KernelSource(name=name, tree=str(tree), fragments=tuple(str(f.resolve()) for f in fragments))
+    return KernelSource(name=name, kind=WorkingTree(str(tree)), fragments=tuple(str(f.resolve()) for f in fragments))
 
 
 def link_leaving(tree: Path, given: Path) -> str | None:
@@ -83,17 +87,27 @@ def link_leaving(tree: Path, given: Path) -> str | None:
     return None
 
 
+def _tree(source: KernelSource) -> str:
+    assert isinstance(source.kind, WorkingTree), source
+    return source.kind.path
+
+
 def tree_build_entry(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler) -> Entry:
     return Entry("tree-builds", content_key(
-        RECIPE_VERSION, source.tree, *(f.read_bytes() for f in fragments_for(lab, arch, source)),
+        RECIPE_VERSION, _tree(source), *(f.read_bytes() for f in fragments_for(lab, arch, source)),
         arch.kernel.make_arch, arch.kernel.image_target, arch.kernel.image_path, compiler.version))
 
 
-def ensure_tree_kernel(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler,
-                       progress: Notify) -> KernelArtifact:
+def entry(lab: Lab, arch: Arch, source: KernelSource) -> None:
+    """No entry is known before the build: the image's is keyed by what the build makes."""
+    return None
+
+
+def ensure(lab: Lab, arch: Arch, source: KernelSource, progress: Notify) -> KernelArtifact:
     """Build the tree as it is now (incrementally), as its owner, and return the image to boot."""
-    owner = owner_of(Path(source.tree))
-    require_reachable(owner, cache_root(), f"--tree {source.tree}")
+    compiler = build_compiler(arch, source)
+    owner = owner_of(Path(_tree(source)))
+    require_reachable(owner, cache_root(), f"--tree {_tree(source)}")
     entry = tree_build_entry(lab, arch, source, compiler)
     what = f"kernel {source.name} for {arch.name}"
     entry.hold()
@@ -101,14 +115,14 @@ def ensure_tree_kernel(lab: Lab, arch: Arch, source: KernelSource, compiler: Com
         entry.path.mkdir(parents=True, exist_ok=True)  # the lab's: the log and the configured mark
         log = entry.path / "build.log"
         log.unlink(missing_ok=True)
-        progress(f"building {what} from {source.tree} as {owner} (log: {log})")
+        progress(f"building {what} from {_tree(source)} as {owner} (log: {log})")
         started = time.monotonic()
-        state = tree_state(Path(source.tree))
+        state = tree_state(Path(_tree(source)))
         stats = _build(lab, arch, source, compiler, owner, entry.path, log, what)
         build = entry.path / "build"
         compiled = len(_COMPILED.findall(log.read_text(errors="replace")))
         release = _owners_file(build / "include" / "config" / "kernel.release").decode(errors="replace").strip()
-        facts = {"tree": source.tree, "tree_owner": str(owner), "tree_head": state.head or "none",
+        facts = {"tree": _tree(source), "tree_owner": str(owner), "tree_head": state.head or "none",
                  "tree_dirty": str(state.dirty).lower(), "compiled_objects": str(compiled),
                  "ccache_hits": str(stats.hits), "ccache_misses": str(stats.misses), "tree_build_log": str(log)}
         booted = _keep_image(arch, build, log, release, facts)
@@ -124,7 +138,7 @@ def _build(lab: Lab, arch: Arch, source: KernelSource, compiler: Compiler, owner
     what the options depend on) and make, every step as the tree's owner in their own
     src/ and build/ under `place`."""
     src, build = owner.directory(place / "src"), owner.directory(place / "build")
-    _mirror(Path(source.tree), src, log, what, owner)
+    _mirror(Path(_tree(source)), src, log, what, owner)
     make = owner.argv(make_command(src, build, arch, compiler))
     fragments = fragments_for(lab, arch, source)
     configured = place / "configured"  # configured once: the fragments are part of the key
@@ -167,5 +181,30 @@ def _keep_image(arch: Arch, build: Path, log: Path, release: str, facts: dict) -
         shutil.copy(log, space.result / "tree-build.log")
         return {"ok": True, "version": release, "arch": arch.name, **facts}
 
-    ensure(entry, keep)
+    ensure_entry(entry, keep)
     return entry
+
+
+def planned_image(lab: Lab, arch: Arch, source: KernelSource) -> Path:
+    return Path(f"<kernel: built from {_tree(source)} at run time>")
+
+
+def describe(source: KernelSource) -> str:
+    return f"kernel tree {_tree(source)} as it is on disk"
+
+
+def listing(lab: Lab, arch: Arch, source: KernelSource) -> tuple[str | None, dict | None]:
+    return f"built from {_tree(source)} at run time", None
+
+
+KEPT_KINDS: tuple[str, ...] = ()  # the cache kinds kept() judges
+
+
+def kept(lab: Lab, jobs: list) -> dict[str, set[str]]:
+    """Nothing: a tree's build directories and images are not the default plan's."""
+    return {}
+
+
+def resolve(source: KernelSource) -> ResolvedSource:
+    tree = _tree(source)
+    return ResolvedSource(f"tree:{tree}", f"{tree} ({tree_state(Path(tree))})", tree)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lab import config as cfg
 from lab import rundir, safe_read
-from lab.config import Arch, KernelSource, Lab, Testcase
+from lab.config import SOURCE_KINDS, Arch, DebianBinary, KernelSource, Lab, Testcase
 from lab.errors import UserError
 
 MAX_SHARDS = 1000
@@ -59,7 +59,8 @@ def selection(lab: Lab, arch: str | None, kernel: str | None,
 def newest_kernel(lab: Lab, arch_name: str) -> str:
     """The plan's newest kernel for an arch: one that names the arch in its `arches`
     (a kernel kept for that arch, like 6.12-bpo for sparc64) before any other."""
-    kernels = [lab.kernels[name] for name in lab.plan.kernels if lab.kernels[name].built_here]
+    # kselftests are built from a source archive (lab.kernel_sources)
+    kernels = [lab.kernels[name] for name in lab.plan.kernels if isinstance(lab.kernels[name].kind, SOURCE_KINDS)]
     named = [k for k in kernels if arch_name in k.arches]
     return (named or [k for k in kernels if not k.arches] or kernels)[-1].name
 
@@ -82,7 +83,7 @@ def no_pairs(lab: Lab, arches: list[str], kernels: list[str]) -> UserError:
 
 
 def _paired(arch: Arch, kernel: KernelSource, kernels_chosen: bool) -> bool:
-    if kernel.debian_kernel:  # the archive decides, whatever was asked for
+    if isinstance(kernel.kind, DebianBinary):  # the archive decides, whatever was asked for
         return debian_kernel_missing(arch, kernel) is None
     return kernels_chosen or not kernel.arches or arch.name in kernel.arches
 
@@ -93,7 +94,7 @@ def debian_kernel_missing(arch: Arch, kernel: KernelSource) -> str | None:
     if not arch.debian:
         return f"Debian 12 ships no kernel for {arch.name} (no [debian] in configs/arches/{arch.name}.toml)"
     if kernel.arches and arch.name not in kernel.arches:
-        return (f"{kernel.debian_kernel} has no linux-image-{arch.debian.flavour}:{arch.debian.arch} "
+        return (f"{kernel.kind.suite} has no linux-image-{arch.debian.flavour}:{arch.debian.arch} "
                 f"(configs/lab.toml kernels.{kernel.name}.arches)")
     return None
 

@@ -12,6 +12,7 @@ from lab.cache import Entry, Workspace, content_key, ensure, sha256_file
 from lab.config import Arch, KernelSource, Lab, Testcase
 from lab.errors import BuildError, BuildTimeout
 from lab.hosttools import Compiler, compiler_for
+from lab.kernel_build import link_tree
 from lab.kernel_sources import resolve, source_tree
 from lab.plan import newest_kernel
 from lab.progress import Notify
@@ -81,7 +82,7 @@ def _build_kselftest(arch: Arch, case: Testcase, source: KernelSource, compiler:
     what = f"kselftest {case.kselftest} for {arch.name}"
     src, build, out = space.work / "src", space.work / "build", space.work / "out"
     progress(f"building {what} from {source.name} (log: {space.log})")
-    run_logged(["cp", "-al", str(source_tree(source, progress)), str(src)], space.log, what=f"{what}: linking")
+    link_tree(source_tree(source, progress), src, space.log, f"{what}: linking")
     common = [f"ARCH={arch.kernel.make_arch}", f"CROSS_COMPILE={compiler.cross_compile}"]
     run_logged(["make", "-C", str(src), f"O={build}", *common, "headers"], space.log, what=f"{what}: make headers")
     directory, binary = case.kselftest.split("/")

@@ -11,7 +11,7 @@ import pytest
 from lab.buildlog import first_error_line, run_logged
 from lab.cpio import CpioWriter
 from lab.errors import BuildError
-from lab.kernels import merge_fragments, parse_fragment, unmet_options
+from lab.kconfig import merge_fragments, parse_fragment, unmet_options
 
 SPARC_612_LOG = """\
   CC      fs/fcntl.o

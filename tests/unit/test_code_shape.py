@@ -31,3 +31,55 @@ def test_only_rundir_spells_the_run_directorys_file_names():
     spelled = [f"{path.relative_to(REPO)}:{n}" for path in sorted(PACKAGE.rglob("*.py")) if path.name != "rundir.py"
                for n, line in enumerate(path.read_text().splitlines(), 1) if names.search(line)]
     assert not spelled, "use lab.rundir's names: " + ", ".join(spelled)
+
+
+def _module_name(path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports_of(path, known: set[str]) -> set[str]:
+    """The lab modules `path` imports, at its top or inside a function alike."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name in known} - {_module_name(path)}
+
+
+def test_the_import_graph_has_no_circle():
+    paths = sorted(PACKAGE.rglob("*.py"))
+    known = {_module_name(p) for p in paths}
+    graph = {_module_name(p): _imports_of(p, known) for p in paths}
+    graph["lab"] = set()  # the package's __init__ is empty: "from lab import x" imports x, not a circle
+    state: dict[str, str] = {}
+
+    def circle_from(module: str, trail: list[str]) -> list[str] | None:
+        state[module] = "open"
+        for imported in sorted(graph[module]):
+            if state.get(imported) == "open":
+                return trail[trail.index(imported):] + [imported] if imported in trail else [module, imported]
+            if imported not in state and (found := circle_from(imported, trail + [imported])):
+                return found
+        state[module] = "done"
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (found := circle_from(module, [module])):
+            raise AssertionError("an import circle: " + " -> ".join(found))
+
+
+def test_every_module_imports_alone():
+    import subprocess
+    import sys
+    modules = sorted(_module_name(p) for p in PACKAGE.rglob("*.py") if p.name not in ("__main__.py", "guardian.py"))
+    script = ("import importlib, subprocess, sys\nbad = []\nfor m in sys.argv[1:]:\n"
+              "    r = subprocess.run([sys.executable, '-c', f'import {m}'], capture_output=True, text=True)\n"
+              "    bad += [f'{m}: {r.stderr.strip().splitlines()[-1]}'] if r.returncode else []\n"
+              "print('\\n'.join(bad))\n")
+    done = subprocess.run([sys.executable, "-c", script, *modules], capture_output=True, text=True, cwd=REPO,
+                          timeout=600)
+    assert done.stdout.strip() == "", done.stdout

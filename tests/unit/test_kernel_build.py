@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from lab.config import load_lab
+from lab.config import SourceTarball, load_lab
 from lab.errors import BuildError
 from lab.kernels import ensure_kernel
 from conftest import REPO
@@ -46,7 +46,7 @@ def fake_kernel(tmp_path, isolated_cache, fake_i686_gcc, monkeypatch):
     arch = lab.arches["i386-pae"]
 
     def source(name, marker=None):
-        return dataclasses.replace(lab.kernels["6.1"], name=name, tarball=str(make_tarball(name, marker)))
+        return dataclasses.replace(lab.kernels["6.1"], name=name, kind=SourceTarball(str(make_tarball(name, marker))))
 
     return lab, arch, source, tmp_path / "calls"
 

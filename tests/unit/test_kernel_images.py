@@ -10,8 +10,10 @@ import pytest
 
 from lab.config import load_lab
 from lab.errors import BuildError, UserError
-from lab.kernel_images import config_beside, image_problem, image_source
-from lab.kernels import ensure_kernel, fragments_for, wanted_options
+from lab.kernel_build import image_problem
+from lab.kernel_images import config_beside, image_source
+from lab.kconfig import fragments_for, wanted_options
+from lab.kernels import ensure_kernel
 from conftest import REPO
 
 LAB = load_lab(REPO)

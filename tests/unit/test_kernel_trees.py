@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab import ccache
-from lab.config import load_lab
+from lab.config import WorkingTree, load_lab
 from lab.errors import UserError
 from lab.kernel_sources import tree_state
 from lab.kernel_trees import tree_source
@@ -148,7 +148,7 @@ def test_links_inside_the_tree_are_fine(fake_tree):
     (fake_tree / "include" / "m").symlink_to("../mm")
     (fake_tree / "mm" / "alias.c").symlink_to("memory.c")
     (fake_tree / "mm" / "dangling.c").symlink_to("nothing-here.c")
-    assert tree_source(fake_tree, []).tree == str(fake_tree)
+    assert tree_source(fake_tree, []).kind == WorkingTree(str(fake_tree))
 
 
 NOBODY = 65534

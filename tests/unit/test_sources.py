@@ -2,7 +2,7 @@ import subprocess
 
 import pytest
 
-from lab.config import KernelSource
+from lab.config import GitRef, KernelSource, SourceTarball
 from lab.errors import UserError
 from lab.hostdeps import _one_line_entries, _stanzas, apt_sources
 from lab.kernel_sources import resolve, source_tree
@@ -27,23 +27,23 @@ def git_tree(tmp_path):
 
 
 def test_git_source_is_identified_by_commit_and_unpacked_at_ref(git_tree, isolated_cache):
-    source = KernelSource(name="mine", git=str(git_tree), ref="v6.99")
+    source = KernelSource(name="mine", kind=GitRef(str(git_tree), "v6.99"))
     commit = _git(git_tree, "rev-parse", "v6.99").strip()
     assert resolve(source).identity == f"git:{commit}"
     tree = source_tree(source, lambda _: None)
     assert (tree / "Makefile").read_text() == "VERSION = 6\nPATCHLEVEL = 99\n"
     assert source_tree(source, lambda _: None) == tree  # cached
     with pytest.raises(UserError, match="no commit 'v7.0' in git tree"):
-        resolve(KernelSource(name="x", git=str(git_tree), ref="v7.0"))
+        resolve(KernelSource(name="x", kind=GitRef(str(git_tree), "v7.0")))
 
 
 def test_tarball_source_identity_is_its_sha256(tmp_path, isolated_cache):
     tarball = tmp_path / "linux.tar.xz"
     subprocess.run(["tar", "-cJf", str(tarball), "-C", str(tmp_path), "--files-from", "/dev/null"], check=True)
-    identity = resolve(KernelSource(name="t", tarball=str(tarball))).identity
+    identity = resolve(KernelSource(name="t", kind=SourceTarball(str(tarball)))).identity
     assert len(identity) == 64 and all(c in "0123456789abcdef" for c in identity)
     with pytest.raises(UserError, match=r"kernel t: tarball /nonexistent.tar.xz does not exist"):
-        resolve(KernelSource(name="t", tarball="/nonexistent.tar.xz"))
+        resolve(KernelSource(name="t", kind=SourceTarball("/nonexistent.tar.xz")))
 
 
 DEB822 = """\
@@ -101,7 +101,7 @@ def test_a_tarball_path_with_a_colon_is_a_local_file(tmp_path, isolated_cache, m
     odd.mkdir()
     subprocess.run(["tar", "-cJf", str(odd / "linux.tar.xz"), "-C", str(tmp_path / "src"), "linux-6.99"], check=True)
     monkeypatch.chdir(tmp_path)
-    tree = source_tree(KernelSource(name="colon", tarball="host:dir/linux.tar.xz"), lambda _: None)
+    tree = source_tree(KernelSource(name="colon", kind=SourceTarball("host:dir/linux.tar.xz")), lambda _: None)
     assert (tree / "Makefile").read_text() == "VERSION = 6\n"
 
 
@@ -116,7 +116,7 @@ def test_a_git_source_runs_nothing_its_configuration_names(git_tree, isolated_ca
     _git(git_tree, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "attrs")
     for key in ("filter.evil.smudge", "filter.evil.clean", "core.fsmonitor"):
         _git(git_tree, "config", key, str(hook))
-    source = KernelSource(name="mine", git=str(git_tree), ref="HEAD")
+    source = KernelSource(name="mine", kind=GitRef(str(git_tree), "HEAD"))
     tree = source_tree(source, lambda _: None)
     assert (tree / "Makefile").read_text() == "VERSION = 6\nPATCHLEVEL = 100\n"
     assert not marker.exists()
