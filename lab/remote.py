@@ -22,6 +22,7 @@ from lab.cache import Entry, cache_root
 from lab.capture import BoundedOutput
 from lab.errors import HostKeyMismatch, InfraError, NoSshAnswer, SshError
 from lab.hosttools import require_tool
+from lab.stream import Ending, stream
 
 
 def client_key() -> tuple[Path, str]:
@@ -87,10 +88,6 @@ class CommandResult:
     @property
     def timed_out(self) -> bool:
         return self.exit_code is None
-
-
-READ_CHUNK = 1 << 16
-POLL_S = 0.5  # how often a blocked read looks at the deadline
 
 
 class _StepDeadline:
@@ -197,41 +194,23 @@ class Remote:
     def run(self, argv: list[str], timeout_s: float, stdout_log: Path | None = None,
             stderr_log: Path | None = None) -> CommandResult:
         """Run argv (quoted, never a shell string from data); its output goes to the logs
-        (capped) and, as excerpts, into the result. exit_code None: it ran past timeout_s."""
+        (capped) and, as excerpts, into the result (lab.stream). exit_code None: it ran
+        past timeout_s; SshError: the connection was lost before it ended."""
         started = time.monotonic()
         command = shlex.join(argv)
         out, err = BoundedOutput(stdout_log), BoundedOutput(stderr_log)
         try:
             channel = self._start(command)
             try:
-                exit_code = self._collect(channel, out, err, started + timeout_s)
+                end = stream(channel, out.add, err.add, started + timeout_s)
             finally:
                 channel.close()
         finally:
             out.close()
             err.close()
-        if exit_code == -1 and not self.conn.client.get_transport().is_active():
-            # No exit status, and the connection is gone: the guest's doing (infrastructure).
+        if end.ending is Ending.LOST:  # no exit status: the guest's doing (infrastructure)
             raise SshError(f"running {command!r}: the SSH connection was lost before the command finished")
-        return CommandResult(exit_code, out.text(), err.text())
-
-    def _collect(self, channel: paramiko.Channel, out: BoundedOutput, err: BoundedOutput,
-                 deadline: float) -> int | None:
-        """Read both streams to their end; the exit status, or None at the deadline."""
-        channel.settimeout(POLL_S)
-        stop = threading.Event()
-        stderr_reader = threading.Thread(target=_pump, args=(channel.recv_stderr, err, stop, deadline), daemon=True)
-        stderr_reader.start()
-        try:
-            if not _pump(channel.recv, out, stop, deadline):
-                return None
-            stderr_reader.join(max(0.0, deadline - time.monotonic()))
-            if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
-                return None if self.conn.client.get_transport().is_active() else -1
-            return channel.recv_exit_status()
-        finally:
-            stop.set()
-            stderr_reader.join(2 * POLL_S)
+        return CommandResult(end.exit_code, out.text(), err.text())
 
     def check(self, argv: list[str], timeout_s: float = 30.0) -> str:
         """Run a lab-side helper command that must succeed; return its stdout."""
@@ -277,23 +256,3 @@ class Remote:
         except Exception:  # noqa: BLE001 - closing a dead connection must never mask the real error
             pass
 
-
-def _pump(recv, sink: BoundedOutput, stop: threading.Event, deadline: float) -> bool:
-    """Move one stream's bytes into `sink` until its end (True) or the deadline (False).
-    The deadline is checked on every pass: a test that never stops printing never blocks
-    in recv long enough for a timeout-only check to see it."""
-    while not stop.is_set():
-        if time.monotonic() >= deadline:
-            return False
-        try:
-            data = recv(READ_CHUNK)
-        except TimeoutError:
-            if time.monotonic() >= deadline:
-                return False
-            continue
-        except (paramiko.SSHException, OSError, EOFError):
-            return True  # the channel or the connection closed: the end of this stream
-        if not data:
-            return True
-        sink.add(data)
-    return True

@@ -18,6 +18,7 @@ import sys
 import termios
 import time
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from lab.guest import BootRequest, PortAllocator, RunningGuest, make_scratch_dis
 from lab.plan import Job
 from lab.progress import Notify
 from lab.remote import Remote, client_key
+from lab.stream import Ending, stream
 
 DETACH = b"\x1d"  # Ctrl-]: leaves the serial console, as in telnet
 POLL_S = 0.2
@@ -169,31 +171,27 @@ def _relay(channel, stdin: int) -> None:
 
 
 def run_command(remote: Remote, argv: list[str], timeout_s: float) -> int:
-    """Run one command in the guest, its output streamed through; its exit status
-    (124 after `timeout_s`, as timeout(1) says it)."""
+    """Run one command in the guest, its output streamed through (lab.stream); its exit
+    status (124 after `timeout_s`, as timeout(1) says it)."""
     channel = remote.start(argv)
-    deadline = time.monotonic() + timeout_s
-    streams = ((channel.recv_ready, channel.recv, sys.stdout.buffer),
-               (channel.recv_stderr_ready, channel.recv_stderr, sys.stderr.buffer))
     try:
-        while time.monotonic() < deadline:
-            select.select([channel], [], [], POLL_S)
-            for ready, receive, sink in streams:
-                # Bounded by the deadline too: a command that never stops printing (yes)
-                # always has output ready.
-                while ready() and time.monotonic() < deadline:
-                    sink.write(receive(65536))
-                    sink.flush()
-            if time.monotonic() >= deadline:
-                break
-            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                return channel.recv_exit_status()
-            if channel.closed:
-                raise SshError(f"the SSH connection was lost while {argv[0]} ran in the guest")
-        print(f"lab shell: {argv[0]} did not finish within {timeout_s:.0f} s", file=sys.stderr)
-        return exitcodes.COMMAND_TIMEOUT
+        end = stream(channel, _to(sys.stdout.buffer), _to(sys.stderr.buffer), time.monotonic() + timeout_s)
     finally:
         channel.close()
+    if end.ending is Ending.LOST:
+        raise SshError(f"the SSH connection was lost while {argv[0]} ran in the guest")
+    if end.ending is Ending.TIMED_OUT:
+        print(f"lab shell: {argv[0]} did not finish within {timeout_s:.0f} s", file=sys.stderr)
+        return exitcodes.COMMAND_TIMEOUT
+    return end.exit_code
+
+
+def _to(out) -> Callable[[bytes], None]:
+    """A sink that passes the guest's bytes straight on to the user's terminal."""
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+    return write
 
 
 def attach_console(guest: RunningGuest) -> int:

@@ -73,6 +73,11 @@ class FakeGuestSshd(paramiko.ServerInterface):
 
     def _answer(self, channel):
         block = b"0123456789abcdef" * 4096
+        if self.stall == "drop":  # some output, then the connection goes (a guest that died)
+            channel.sendall(b"started\n")
+            time.sleep(0.2)
+            channel.get_transport().close()
+            return
         if self.output < 0:  # a command that never stops printing (yes), until the channel closes
             while not channel.closed:
                 try:
@@ -237,3 +242,15 @@ def test_a_signal_during_login_or_push_stays_a_signal(fake_guest, tmp_path, monk
         connected.push(tmp_path / "binary", "/tmp/binary", "0" * 64, timeout_s=5)
     code, _ = exitcodes.for_exception(signal_class())
     assert code == {"Terminated": 143, "HungUp": 129}[signal_name]
+
+
+def test_a_connection_lost_mid_command_is_an_ssh_error_for_runs_and_lab_shell_alike(fake_guest, tmp_path, capfd):
+    from lab.shell import run_command
+    remote = fake_guest(FakeGuestSshd(stall="drop"))
+    with pytest.raises(SshError, match="the SSH connection was lost before the command finished"):
+        remote.run(["test"], timeout_s=60, stdout_log=tmp_path / "stdout.txt")
+    assert (tmp_path / "stdout.txt").read_text() == "started\n", "what it printed before is kept"
+    remote = fake_guest(FakeGuestSshd(stall="drop"))
+    with pytest.raises(SshError, match="the SSH connection was lost while test ran in the guest"):
+        run_command(remote, ["test"], timeout_s=60)
+    assert capfd.readouterr().out == "started\n"
