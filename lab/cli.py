@@ -5,6 +5,12 @@ turns exceptions into exit codes through the one table in lab.exitcodes
 
 from __future__ import annotations
 
+DESCRIPTION = ("Boot Linux kernels for many architectures under QEMU, run memory-management testcases in "
+               "the guests, and report PASS/FAIL per arch, kernel and testcase.")
+EXIT_STATUS_HELP = ("exit status: 0 nothing unexpected; 1 a test FAILed, XPASSed or TIMEOUTed; 2 usage, config "
+                    "or input error, or an ERROR; 124 `lab shell -- CMD` past --timeout; 129/130/143 hung up, "
+                    "interrupted, terminated")
+
 import argparse
 import json
 import os
@@ -537,7 +543,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lab", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="lab", description=DESCRIPTION, epilog=EXIT_STATUS_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def selection(p, test: bool = True) -> None:

@@ -227,3 +227,14 @@ def test_an_arch_named_twice_is_one_job(fake_host, capsys, monkeypatch, tmp_path
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--dry-run", "--arch", "x86_64,x86_64", "--kernel", "6.1,6.1"]) == 0
     assert len([line for line in capsys.readouterr().out.splitlines() if line.startswith("#")]) == 1
+
+
+def test_lab_help_opens_with_a_whole_sentence(capsys):
+    import pytest
+    from lab.cli import main
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    description = " ".join(out.split("\n\n")[1].split())
+    assert description.startswith("Boot Linux kernels") and description.endswith("."), description
+    assert "exit status: 0 nothing unexpected" in " ".join(out.split())
