@@ -23,7 +23,7 @@ from debian.debian_support import Version
 from lab import procs
 from lab.buildlog import run_into_log
 from lab.cache import Entry, Workspace, content_key, ensure
-from lab.config import AptPin
+from lab.schema import AptPin
 from lab.errors import ArchiveError, BuildError, MissingToolError, PinError
 from lab.hosttools import require_tool
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from lab.cache import sha256_file
-from lab.config import Lab
+from lab.schema import Lab
 from lab.errors import BuildError, Failure
 from lab.images import ImageArtifact, boot_initrd, ensure_image
 from lab.kernels import KernelArtifact, ensure_kernel, resolve

@@ -20,12 +20,13 @@ from pathlib import Path
 
 from lab import cli, exitcodes, rundir
 from lab import config as cfg
+from lab import schema
 from lab.cache import cache_root
 from lab.images import built_image
 from lab.kernels import kernel_entry
 
 
-def _arch_costs(lab: cfg.Lab, arches: list[str], kernels: list[str], cells: list[dict]) -> list[str]:
+def _arch_costs(lab: schema.Lab, arches: list[str], kernels: list[str], cells: list[dict]) -> list[str]:
     """Per arch: kernel build times (when they were built), userland build time, boot to ready/SSH."""
     rows = []
     for a in arches:

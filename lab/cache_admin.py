@@ -21,7 +21,7 @@ from typing import Callable
 
 from lab import apt, kernels
 from lab.cache import Entry, cache_root, content_key
-from lab.config import Lab
+from lab.schema import Lab
 from lab.errors import LabError, UserError
 from lab.images import known_image_key, resolved_sources
 from lab.kernel_sources import resolve

@@ -16,7 +16,7 @@ from typing import Callable
 
 from lab import ktap
 from lab.capture import excerpt
-from lab.config import Expectation, Testcase
+from lab.schema import Expectation, Testcase
 from lab.console import kernel_excerpts, kernel_problems, last_line, panic_line
 from lab.errors import Failure, GuestOutputError, InfraError
 from lab.guest import RunningGuest

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lab import config as cfg
+from lab import schema
 from lab import cache_admin, doctor, exitcodes, history, merge, plan, rundir
 from lab.artifacts import prepare
 from lab.cache import release_holds
@@ -56,11 +57,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _selection(lab: cfg.Lab, args) -> tuple[list[str], list[str], list[str]]:
+def _selection(lab: schema.Lab, args) -> tuple[list[str], list[str], list[str]]:
     return plan.selection(lab, args.arch, args.kernel, getattr(args, "test", None))
 
 
-def _check_host(lab: cfg.Lab, arches: list[str]) -> None:
+def _check_host(lab: schema.Lab, arches: list[str]) -> None:
     """Fail before any work if a QEMU or compiler is missing (exit 2, naming the package),
     the user QEMU runs as is (when root), or a pinned guest source package is not in
     apt's lists (naming the pin)."""
@@ -107,7 +108,7 @@ def _color_wanted() -> bool:
 # --- commands ------------------------------------------------------------------------
 
 
-def _given_kernel(lab: cfg.Lab, args) -> tuple[cfg.Lab, str | None, dict]:
+def _given_kernel(lab: schema.Lab, args) -> tuple[schema.Lab, str | None, dict]:
     """--tree PATH or --kernel-image PATH adds that kernel (checked) as the run's only one;
     returns the lab, the kernel selection, and how to find that kernel again (for run.json,
     so that --resume can)."""
@@ -135,7 +136,7 @@ def _absolute(path: str | None) -> str:
     return str(Path(path).expanduser().absolute()) if path else ""
 
 
-def _source_of(lab: cfg.Lab, recorded: dict, resumed: str) -> cfg.KernelSource:
+def _source_of(lab: schema.Lab, recorded: dict, resumed: str) -> schema.KernelSource:
     """The kernel a --tree or --kernel-image run named (as run.json records it)."""
     if "tree" in recorded:
         return tree_source(Path(recorded["tree"]), [Path(f) for f in recorded["fragments"]])
@@ -145,7 +146,7 @@ def _source_of(lab: cfg.Lab, recorded: dict, resumed: str) -> cfg.KernelSource:
     return image_source(Path(recorded["kernel_image"]), lab.arches[recorded["arch"]], Path(config) if config else None)
 
 
-def _one_arch(lab: cfg.Lab, args, option: str) -> cfg.Arch:
+def _one_arch(lab: schema.Lab, args, option: str) -> schema.Arch:
     """The single --arch an option needs (an image, a shell): UserError naming the option otherwise."""
     arches = cfg.pick("arch", args.arch, lab.arches, ()) if args.arch else []
     if len(arches) != 1:
@@ -159,7 +160,7 @@ def _plan_request(args, kernel: str | None) -> plan.Request:
                         shard_costs=Path(args.shard_costs) if args.shard_costs else None)
 
 
-def _resumed_plan(lab: cfg.Lab, args, out: Path) -> tuple[cfg.Lab, dict]:
+def _resumed_plan(lab: schema.Lab, args, out: Path) -> tuple[schema.Lab, dict]:
     """The plan in `out`, with the kernel of a --tree or --kernel-image run found again
     where run.json says (and refused if it is no longer the kernel the run had)."""
     given = [flag for flag in ("arch", "kernel", "test", "out", "shard", "tree", "kernel_image")
@@ -201,7 +202,7 @@ def cmd_run(args) -> int:
         return _run_and_report(lab, args, out, run_plan, jobs, done, baseline)
 
 
-def _dry_run(lab: cfg.Lab, args, jobs: list[plan.Job]) -> int:
+def _dry_run(lab: schema.Lab, args, jobs: list[plan.Job]) -> int:
     """Print each job's QEMU command line; build and start nothing."""
     _, public_key = client_key()
     ports, run_as = PortAllocator(), qemu_user()
@@ -216,7 +217,7 @@ def _dry_run(lab: cfg.Lab, args, jobs: list[plan.Job]) -> int:
     return exitcodes.OK
 
 
-def _run_and_report(lab: cfg.Lab, args, out: Path, run_plan: dict, jobs: list[plan.Job], done: set,
+def _run_and_report(lab: schema.Lab, args, out: Path, run_plan: dict, jobs: list[plan.Job], done: set,
                     baseline: list | None) -> int:
     """Run the jobs and write the reports: of every cell that finished, whatever stops the run."""
     progress = Progress(guests=running)
@@ -395,7 +396,7 @@ def cmd_cache_prune(args) -> int:
     return exitcodes.OK
 
 
-def _built(lab: cfg.Lab, arch: cfg.Arch) -> dict:
+def _built(lab: schema.Lab, arch: schema.Arch) -> dict:
     """What the cache holds for one arch: image, kernels (with their ccache counts), testcases."""
     entry: dict = {"image": None, "kernels": {}, "kernel_ccache": {}, "testcases": {}}
     try:
@@ -458,7 +459,7 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _guest_sources(lab: cfg.Lab) -> dict[str, dict]:
+def _guest_sources(lab: schema.Lab) -> dict[str, dict]:
     """Each guest source package: its pin, the version it resolves to now, or why it does not."""
     out = {}
     for name, state in source_states(lab).items():

@@ -28,7 +28,7 @@ from pathlib import Path
 from lab import apt, hostdeps, safe_read
 from lab.buildlog import run_logged
 from lab.cache import Entry, Workspace, content_key, ensure as ensure_entry
-from lab.config import VIRTIO_MODULES, AptPin, Arch, DebianBinary, KernelSource, Lab
+from lab.schema import VIRTIO_MODULES, AptPin, Arch, DebianBinary, KernelSource, Lab
 from lab.cpio import CpioWriter
 from lab.errors import ERROR_CODES, BuildError, LabError, PinError
 from lab.hosttools import require_tool

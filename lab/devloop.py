@@ -22,6 +22,7 @@ from pathlib import Path
 from lab import cli, rundir
 from lab.plan import newest_kernel
 from lab import config as cfg
+from lab import schema
 from lab.kernel_sources import source_tree
 from lab.hosttools import compiler_for
 from lab.kernel_trees import tree_build_entry, tree_source
@@ -39,7 +40,7 @@ def _edit(path: Path, n: int) -> None:
     os.replace(temporary, path)
 
 
-def measure(lab: cfg.Lab, arch_name: str, work: Path) -> dict:
+def measure(lab: schema.Lab, arch_name: str, work: Path) -> dict:
     arch = lab.arches[arch_name]
     source = lab.kernels[newest_kernel(lab, arch_name)]
     tree = work / f"linux-{arch_name}"

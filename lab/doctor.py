@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from lab import procs
 from lab.cache import cache_root
-from lab.config import Lab
+from lab.schema import Lab
 from lab.errors import UserError
 from lab.hostdeps import BASE_PACKAGES
 from lab.images import source_states

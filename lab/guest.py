@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.config import Arch
+from lab.schema import Arch
 from lab.console import BootState, Console, last_line
 from lab.errors import BootError, PortTakenError
 from lab.qemu import QemuProcess, qemu_argv, qemu_user

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from lab import exitcodes
-from lab.config import Lab, load_lab
+from lab.config import load_lab
+from lab.schema import Lab
 from lab.errors import HostSetupError, LabError
 
 # Needed whatever the arches: kernel builds, guest image builds, SSH keys.

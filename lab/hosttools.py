@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 
 from lab import procs
-from lab.config import Arch
+from lab.schema import Arch
 from lab.errors import MissingToolError
 
 

@@ -19,7 +19,7 @@ from lab.apt import SOURCE, Offer, SourcePackage, resolve, source_package
 from lab.buildlog import jobs, run_logged
 from lab.cache import Entry, Workspace, content_key, ensure, sha256_file
 from lab.progress import Notify
-from lab.config import GUEST_SOURCE_PACKAGES, Arch, Lab
+from lab.schema import GUEST_SOURCE_PACKAGES, Arch, Lab
 from lab.cpio import CpioWriter
 from lab.errors import BuildError, UserError
 from lab.hosttools import Compiler, compiler_for, require_tool

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from lab import safe_read
-from lab.config import Arch, KernelSource, Lab
+from lab.schema import Arch, KernelSource, Lab
 from lab.errors import BuildError
 
 CONFIG_MAX_BYTES = 4 * safe_read.MIB  # an allmodconfig .config is about 300 KiB

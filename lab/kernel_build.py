@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lab import atomic, ccache
 from lab.buildlog import jobs, run_logged
-from lab.config import Arch, KernelSource, Lab
+from lab.schema import Arch, KernelSource, Lab
 from lab.errors import BuildError
 from lab.hosttools import Compiler, compiler_for, known_miscompile, require_tool
 from lab.kconfig import defined_symbols, merge_fragments, read_config, unmet_options, wanted_options

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from lab.cache import Entry, Workspace, ensure as ensure_entry, sha256_file
-from lab.config import Arch, BuiltImage, KernelSource, Lab
+from lab.schema import Arch, BuiltImage, KernelSource, Lab
 from lab.errors import BuildError, UserError
 from lab.kconfig import fragments_for, parse_fragment, unmet_options, wanted_options
 from lab.kernel_build import KernelArtifact, image_problem

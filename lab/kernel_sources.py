@@ -17,7 +17,7 @@ from lab import apt, procs
 from lab.buildlog import run_logged
 from lab.cache import Entry, Workspace, content_key, ensure, file_digest
 from lab.progress import Notify
-from lab.config import DebianSourcePackage, GitRef, KernelSource, SourceTarball
+from lab.schema import DebianSourcePackage, GitRef, KernelSource, SourceTarball
 from lab.errors import BuildError, MissingToolError, UserError
 from lab.hosttools import require_tool
 from lab.owner import Owner, owner_of

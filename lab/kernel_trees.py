@@ -29,7 +29,7 @@ from pathlib import Path
 from lab import ccache, names, safe_read
 from lab.buildlog import run_logged
 from lab.cache import Entry, Workspace, cache_root, content_key, ensure as ensure_entry
-from lab.config import Arch, KernelSource, Lab, WorkingTree
+from lab.schema import Arch, KernelSource, Lab, WorkingTree
 from lab.errors import BuildError, UserError
 from lab.hosttools import Compiler
 from lab.kconfig import fragments_for

@@ -3,7 +3,7 @@
 A kernel comes from a Debian source package, a tarball or a git ref (built here by
 lab.source_kernels), a working tree (lab.kernel_trees: built incrementally as its
 owner), a built image (lab.kernel_images: booted as it is) or Debian's binary
-package (lab.debian_kernels: fetched). The kind is a tagged union (lab.config
+package (lab.debian_kernels: fetched). The kind is a tagged union (lab.schema
 KernelKind). Each kind's module has the same functions:
 
     entry(lab, arch, source)         its cache entry, known without building (or None)
@@ -15,7 +15,7 @@ KernelKind). Each kind's module has the same functions:
                                      by cache kind (of those the module's KEPT_KINDS names)
     resolve(source)                  what it is now (identity, description): provenance, keys
 
-Adding a kind is its dataclass in lab.config, its module, and a row here. Shared
+Adding a kind is its dataclass in lab.schema, its module, and a row here. Shared
 steps live below the kinds, never above them: lab.kconfig (fragments, the option
 check) and lab.kernel_build (tools, make, configure, the image check).
 """
@@ -28,7 +28,7 @@ from types import ModuleType
 
 from lab import debian_kernels, kernel_images, kernel_trees, source_kernels
 from lab.cache import Entry
-from lab.config import (Arch, BuiltImage, DebianBinary, DebianSourcePackage, GitRef, KernelSource, Lab,
+from lab.schema import (Arch, BuiltImage, DebianBinary, DebianSourcePackage, GitRef, KernelSource, Lab,
                         SourceTarball, WorkingTree)
 from lab.kernel_build import KernelArtifact
 from lab.kernel_sources import ResolvedSource

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lab import config as cfg
 from lab import rundir, safe_read
-from lab.config import SOURCE_KINDS, Arch, DebianBinary, KernelSource, Lab, Testcase
+from lab.schema import SOURCE_KINDS, Arch, DebianBinary, KernelSource, Lab, Testcase
 from lab.errors import UserError
 
 MAX_SHARDS = 1000

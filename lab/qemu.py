@@ -25,7 +25,7 @@ from pathlib import Path
 import pexpect
 
 from lab import procs
-from lab.config import Arch
+from lab.schema import Arch
 from lab.console import Console
 from lab.errors import BootError, PortTakenError, UserError
 

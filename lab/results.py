@@ -15,7 +15,7 @@ from lab.errors import CODE_PATTERN, RunDataError
 from lab.status import SUBTEST_STATUSES, Status, deciding_status, worst_exit_code
 
 if typing.TYPE_CHECKING:
-    from lab.config import Expectation
+    from lab.schema import Expectation
 
 # What each status means, and how every report classifies it: lab.status.
 STATUSES = tuple(Status)

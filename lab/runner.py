@@ -17,7 +17,7 @@ from typing import Callable
 from lab import rundir
 from lab.artifacts import Artifacts
 from lab.cell import PUSH_TIMEOUT_S, CellPlan, run_cell
-from lab.config import Lab, Testcase
+from lab.schema import Lab, Testcase
 from lab.console import kernel_excerpts, kernel_problems, tail
 from lab.errors import Failure, InfraError
 from lab.guest import BootRequest, PortAllocator, RunningGuest, make_scratch_disk, start_guest

@@ -25,7 +25,7 @@ from pathlib import Path
 from lab import exitcodes
 from lab.artifacts import Artifacts, prepare
 from lab.cell import GUEST_DIR
-from lab.config import Lab
+from lab.schema import Lab
 from lab.errors import BuildError, SshError
 from lab.guest import BootRequest, PortAllocator, RunningGuest, make_scratch_disk, start_guest
 from lab.plan import Job

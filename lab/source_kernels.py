@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lab import kernel_sources
 from lab.cache import Entry, Workspace, content_key, ensure as ensure_entry
-from lab.config import Arch, DebianSourcePackage, GitRef, KernelSource, Lab
+from lab.schema import Arch, DebianSourcePackage, GitRef, KernelSource, Lab
 from lab.errors import BuildError, BuildTimeout
 from lab.hosttools import Compiler, compiler_for
 from lab.buildlog import compiler_diagnostic

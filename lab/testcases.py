@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lab.buildlog import first_error_line, run_logged
 from lab.cache import Entry, Workspace, content_key, ensure, sha256_file
-from lab.config import Arch, KernelSource, Lab, Testcase
+from lab.schema import Arch, KernelSource, Lab, Testcase
 from lab.errors import BuildError, BuildTimeout
 from lab.hosttools import Compiler, compiler_for
 from lab.kernel_build import link_tree

@@ -9,7 +9,7 @@ import threading
 import pytest
 from PIL import Image
 
-from lab.config import Expectation
+from lab.schema import Expectation
 from lab.report import write_reports
 from lab.report.browser import load
 from lab.report.compare import compare

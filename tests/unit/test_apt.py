@@ -9,7 +9,8 @@ import time
 import pytest
 
 from lab import apt
-from lab.config import AptPin, load_lab
+from lab.config import load_lab
+from lab.schema import AptPin
 from lab.errors import ArchiveError, BuildError, ConfigError, InfraError, PinError, UserError
 
 from conftest import REPO

@@ -113,7 +113,8 @@ def test_another_source_version_is_another_userland_and_image(tmp_path):
 
 def test_a_compiler_listed_as_broken_is_named_with_its_reason_and_others_pass():
     from dataclasses import replace
-    from lab.config import BrokenCompiler, load_lab
+    from lab.config import load_lab
+    from lab.schema import BrokenCompiler
     from lab.hosttools import Compiler, known_miscompile
     from conftest import REPO
     arch = load_lab(REPO).arches["i386"]

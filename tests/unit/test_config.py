@@ -2,7 +2,8 @@ import shutil
 
 import pytest
 
-from lab.config import ALLOWED_NEEDS, load_lab, pick
+from lab.config import load_lab, pick
+from lab.schema import ALLOWED_NEEDS
 from lab.errors import ConfigError, UserError
 from conftest import REPO
 

@@ -5,7 +5,8 @@ import tarfile
 
 import pytest
 
-from lab.config import SourceTarball, load_lab
+from lab.config import load_lab
+from lab.schema import SourceTarball
 from lab.errors import BuildError
 from lab.kernels import ensure_kernel
 from conftest import REPO

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from lab import ccache
-from lab.config import WorkingTree, load_lab
+from lab.config import load_lab
+from lab.schema import WorkingTree
 from lab.errors import UserError
 from lab.kernel_sources import tree_state
 from lab.kernel_trees import tree_source

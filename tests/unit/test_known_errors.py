@@ -8,7 +8,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import REPO
-from lab.config import Expectation, load_lab
+from lab.config import load_lab
+from lab.schema import Expectation
 from lab.errors import ConfigError, Failure
 from lab.journal import Journal
 from lab.plan import plan_jobs

@@ -124,7 +124,7 @@ def test_a_crash_keeps_the_subtests_seen_and_the_crash_decides_the_cell(tmp_path
 
 def test_a_kselftest_cell_whose_only_failures_are_expected_is_xfail_with_the_reason(tmp_path):
     from lab.cell import _judge_subtests
-    from lab.config import Expectation
+    from lab.schema import Expectation
     log = tmp_path / "stdout.txt"
     log.write_text(COW)
     cell = _cell(1, "FAIL")
@@ -149,7 +149,7 @@ def test_the_matrix_cell_shows_the_subtest_counts(tmp_path):
 
 def test_the_cell_page_lists_every_subtest_under_its_section_with_filters(tmp_path):
     from lab.cell import _judge_subtests
-    from lab.config import Expectation
+    from lab.schema import Expectation
     from lab.report import write_reports
     from lab.rundir import cell_page
     log = tmp_path / "stdout.txt"

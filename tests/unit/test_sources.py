@@ -2,7 +2,7 @@ import subprocess
 
 import pytest
 
-from lab.config import GitRef, KernelSource, SourceTarball
+from lab.schema import GitRef, KernelSource, SourceTarball
 from lab.errors import UserError
 from lab.hostdeps import _one_line_entries, _stanzas, apt_sources
 from lab.kernel_sources import resolve, source_tree
