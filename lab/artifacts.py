@@ -16,7 +16,7 @@ from lab.images import ImageArtifact, boot_initrd, ensure_image
 from lab.kernels import KernelArtifact, ensure_kernel, resolve
 from lab.plan import Job
 from lab.progress import Notify
-from lab.remote import client_key
+from lab.ssh import client_key
 from lab.testcases import TestcaseBinary, ensure_testcase
 from lab.hosttools import qemu_binary, qemu_version
 

@@ -40,7 +40,7 @@ from lab import kernels
 from lab.kernels import ensure_kernel, planned_image
 from lab.progress import Progress
 from lab.qemu import ACCELERATORS, kill_all, qemu_argv, qemu_user, running
-from lab.remote import client_key
+from lab.ssh import client_key
 from lab.report import write_reports
 from lab.report.html import write_history
 from lab.report.compare import compare, compare_dirs, render_comparison

@@ -15,7 +15,8 @@ from lab.schema import Arch
 from lab.console import BootState, Console, last_line
 from lab.errors import BootError, PortTakenError
 from lab.qemu import QemuProcess, qemu_argv, qemu_user
-from lab.remote import Remote, wait_for_banner
+from lab.remote import Remote
+from lab.ssh import wait_for_banner
 from lab.hosttools import qemu_binary
 
 POWEROFF_WAIT_S = 15.0

@@ -25,7 +25,7 @@ from lab.journal import Journal
 from lab.plan import Job
 from lab.progress import Notify
 from lab.qemu import allow_starts, kill_all
-from lab.remote import client_key
+from lab.ssh import client_key
 from lab.results import CellResult, combine_attempts
 from lab.status import Status
 

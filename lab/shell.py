@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import paramiko
+
 from lab import exitcodes
 from lab.artifacts import Artifacts, prepare
 from lab.cell import GUEST_DIR
@@ -30,7 +32,8 @@ from lab.errors import BuildError, SshError
 from lab.guest import BootRequest, PortAllocator, RunningGuest, make_scratch_disk, start_guest
 from lab.plan import Job
 from lab.progress import Notify
-from lab.remote import Remote, client_key
+from lab.remote import Remote
+from lab.ssh import client_key
 from lab.stream import Ending, stream
 
 DETACH = b"\x1d"  # Ctrl-]: leaves the serial console, as in telnet
@@ -120,7 +123,7 @@ def interactive(remote: Remote) -> int:
     """An SSH login shell with a terminal the size of the user's; its exit status."""
     stdin = sys.stdin.fileno()
     size = _terminal_size(stdin)
-    channel = remote.open_shell(os.environ.get("TERM", "vt100"), size.columns, size.lines)
+    channel = _open_pty_shell(remote, os.environ.get("TERM", "vt100"), size.columns, size.lines)
 
     def resize(*_):
         now = _terminal_size(stdin)
@@ -136,6 +139,18 @@ def interactive(remote: Remote) -> int:
     finally:
         signal.signal(signal.SIGWINCH, previous)
         channel.close()
+
+
+def _open_pty_shell(remote: Remote, term: str, columns: int, lines: int):
+    """A login shell in the guest with a terminal of that type and size (each step bounded)."""
+    try:
+        channel = remote.open_channel("a shell")
+        with remote.step("starting a shell with a terminal"):
+            channel.get_pty(term=term, width=columns, height=lines)
+            channel.invoke_shell()
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise SshError(f"starting a shell over SSH failed: {type(exc).__name__}: {exc}") from None
+    return channel
 
 
 def _terminal_size(fd: int) -> os.terminal_size:

@@ -26,7 +26,8 @@ from lab.console import BootState
 from lab.errors import SshError
 from lab.images import ensure_image, resolved_sources
 from lab.qemu import QemuProcess, qemu_argv
-from lab.remote import Remote, wait_for_banner
+from lab.remote import Remote
+from lab.ssh import wait_for_banner
 from lab.journal import Journal
 from lab.artifacts import prepare
 from lab.plan import plan_jobs

@@ -146,7 +146,7 @@ def test_broken_compiler_table_is_validated(tmp_path):
 
 
 def test_the_client_key_and_its_directory_are_private_from_creation(isolated_cache):
-    from lab.remote import client_key
+    from lab.ssh import client_key
     old = os.umask(0o022)
     try:
         private, public = client_key()

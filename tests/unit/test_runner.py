@@ -25,7 +25,7 @@ def test_banner_wait_stops_when_the_guest_is_gone():
     import pytest
 
     from lab.errors import SshError
-    from lab.remote import wait_for_banner
+    from lab.ssh import wait_for_banner
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed: nothing listens
