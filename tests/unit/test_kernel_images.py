@@ -164,7 +164,8 @@ def test_a_kernel_image_run_can_be_resumed_and_a_changed_image_is_refused(tmp_pa
     """Issue 27 item 14: --resume of a --kernel-image (or --tree) run failed with "configs no
     longer declare it", and the option cannot be given again."""
     from lab import rundir
-    from lab.cli import _given_kernel, build_parser, main
+    from lab.cli import build_parser, main
+    from lab.cmd_run import given_kernel as _given_kernel
     from lab.plan import new_plan, Request
     monkeypatch.setenv("LAB_ROOT", str(REPO))
     image = _bzimage(tmp_path / "bzImage")

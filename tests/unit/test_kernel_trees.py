@@ -247,7 +247,8 @@ def test_the_config_is_checked_again_after_a_checkout(fake_tree):
 def test_a_tree_run_can_be_resumed(fake_tree, tmp_path, capsys, monkeypatch):
     """Item 14: the tree is found again where run.json says, and resumed under its name."""
     from lab import rundir
-    from lab.cli import _given_kernel, build_parser, main
+    from lab.cli import build_parser, main
+    from lab.cmd_run import given_kernel as _given_kernel
     from lab.plan import Request, new_plan
     monkeypatch.setenv("LAB_ROOT", str(REPO))
     args = build_parser().parse_args(["run", "--arch", "i386-pae", "--tree", str(fake_tree)])

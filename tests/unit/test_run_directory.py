@@ -124,7 +124,7 @@ def test_an_unexpected_exception_is_one_line_and_exit_2_with_the_traceback_kept(
 
 
 def test_a_crash_inside_a_job_still_reports_the_finished_cells(fake_host, tmp_path, monkeypatch, capsys):
-    import lab.cli
+    import lab.cmd_run
 
     class CrashingRunner:
         def __init__(self, lab, out, journal, **kwargs):
@@ -133,8 +133,8 @@ def test_a_crash_inside_a_job_still_reports_the_finished_cells(fake_host, tmp_pa
         def run(self, jobs, artifacts, parallel):
             self.journal.append(PASSING)
             raise RuntimeError("a bug in the scheduler")
-    monkeypatch.setattr(lab.cli, "prepare", lambda lab, jobs, progress: {})
-    monkeypatch.setattr(lab.cli, "Runner", CrashingRunner)
+    monkeypatch.setattr(lab.cmd_run, "prepare", lambda lab, jobs, progress: {})
+    monkeypatch.setattr(lab.cmd_run, "Runner", CrashingRunner)
     out = tmp_path / "run"
     assert main(["run", "--kernel", "6.1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
