@@ -11,7 +11,7 @@ import sys
 
 from lab.cache import release_holds
 from lab.exitcodes import HungUp, Terminated
-from lab.qemu import ACCELERATORS, kill_all
+from lab.qemu import ACCELERATORS, Guests
 from lab.cmd_common import exit_for
 from lab.cmd_run import cmd_run
 from lab.cmd_shell import cmd_shell
@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "extra_args", None):
         args = _with_extra_args(parser, argv, args)
+    args.guests = guests = Guests()  # every QEMU the command starts: killed below, whatever ends it
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     # A closed terminal (a `lab shell` window, an ssh session to the agent) stops the lab
     # the same way: guests powered off or killed, reports written.
@@ -229,10 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one line and a code from the table, never a traceback
         return exit_for(exc)
     except (KeyboardInterrupt, Terminated) as exc:
-        kill_all()
+        guests.kill_all()
         return exit_for(exc)
     finally:
-        kill_all()
+        guests.kill_all()
         release_holds()
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGHUP, previous_hup)

@@ -20,7 +20,7 @@ from lab.kernel_trees import tree_source
 from lab.kernel_images import image_source
 from lab.kernels import planned_image
 from lab.progress import Progress
-from lab.qemu import kill_all, qemu_argv, qemu_user, running
+from lab.qemu import qemu_argv, qemu_user
 from lab.ssh import client_key
 from lab.results import run_exit_code
 from lab.runner import Runner
@@ -131,7 +131,7 @@ def _dry_run(lab: schema.Lab, args, jobs: list[plan.Job]) -> int:
 def _run_and_report(lab: schema.Lab, args, out: Path, run_plan: dict, jobs: list[plan.Job], done: set,
                     baseline: list | None) -> int:
     """Run the jobs and write the reports: of every cell that finished, whatever stops the run."""
-    progress = Progress(guests=running)
+    progress = Progress(guests=args.guests.running)
     # A resumed run keeps its run.json (id, start time, plan); a new one writes it first.
     meta = {"run_id": out.name, "started": now(), "host": socket.gethostname(), **run_plan,
             "finished": "", "command": sys.argv[1:]}
@@ -148,7 +148,8 @@ def _run_and_report(lab: schema.Lab, args, out: Path, run_plan: dict, jobs: list
         artifacts = prepare(lab, jobs, progress)
         runner = Runner(lab, out, rundir.journal(out), accel=args.accel, progress=progress,
                         params=run_plan.get("params", {}), repeat=run_plan.get("repeat", 1),
-                        timeout_factor=args.timeout_factor, retries=args.retries, on_cell=progress.cell_done)
+                        timeout_factor=args.timeout_factor, retries=args.retries, on_cell=progress.cell_done,
+                        guests=args.guests)
         progress.start_cells(cells_left)
         runner.run(jobs, artifacts, args.jobs)
     except BaseException as exc:  # noqa: BLE001 - whatever stops the run, every finished cell is reported
@@ -157,7 +158,7 @@ def _run_and_report(lab: schema.Lab, args, out: Path, run_plan: dict, jobs: list
         progress.close()
         if runner:
             runner.stop.set()
-        kill_all(closing=stopped is not None)
+        args.guests.kill_all(closing=stopped is not None)
         if stopped is not None:
             why = "interrupted" if signalled else "stopped by the error below"  # printed after the reports
             progress(f"{why}: guests killed; writing reports for the finished cells")

@@ -35,6 +35,6 @@ def cmd_shell(args) -> int:
                            command_timeout_s=args.timeout, accel=args.accel, timeout_factor=args.timeout_factor)
     progress = Progress(stream=sys.stderr)
     try:
-        return open_shell(lab, request, progress)
+        return open_shell(lab, request, progress, args.guests)
     finally:
         progress.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 from lab.schema import Arch
 from lab.console import BootState, Console, last_line
 from lab.errors import BootError, PortTakenError
-from lab.qemu import QemuProcess, qemu_argv, qemu_user
+from lab.qemu import Guests, QemuProcess, qemu_argv, qemu_user
 from lab.remote import Remote
 from lab.ssh import wait_for_banner
 from lab.hosttools import qemu_binary
@@ -96,12 +96,12 @@ def make_scratch_disk(path: Path) -> Path:
     return path
 
 
-def start_guest(request: BootRequest, ports: PortAllocator) -> RunningGuest:
+def start_guest(request: BootRequest, ports: PortAllocator, guests: Guests) -> RunningGuest:
     """Boot and connect; BootError / SshError (InfraError) if the guest does not come up.
     On any failure QEMU is killed and the scratch disk removed."""
     qemu = None
     try:
-        qemu, port = _start_qemu(request, ports)
+        qemu, port = _start_qemu(request, ports, guests)
         return _connect(request, qemu, port)
     except BaseException:
         if qemu:
@@ -111,13 +111,13 @@ def start_guest(request: BootRequest, ports: PortAllocator) -> RunningGuest:
         raise
 
 
-def _start_qemu(request: BootRequest, ports: PortAllocator) -> tuple[QemuProcess, int]:
+def _start_qemu(request: BootRequest, ports: PortAllocator, guests: Guests) -> tuple[QemuProcess, int]:
     binary, run_as = qemu_binary(request.arch), qemu_user()
     for attempt in range(1, PORT_ATTEMPTS + 1):
         port = ports.take()
         argv = qemu_argv(request.arch, kernel=request.kernel, initrd=request.initrd, ssh_port=port,
                          accel=request.accel, binary=binary, scratch_disk=request.scratch_disk, run_as=run_as)
-        qemu = QemuProcess(argv, request.console_log)
+        qemu = QemuProcess(argv, request.console_log, guests)
         # The exact command, for reproducing a boot by hand.
         request.console_log.with_suffix(".cmdline").write_text(shlex.join(argv) + "\n")
         try:

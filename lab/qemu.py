@@ -20,6 +20,7 @@ import pwd
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pexpect
@@ -104,44 +105,59 @@ def _option_value(text: str) -> str:
     return text.replace(",", ",,")
 
 
-_live: set["QemuProcess"] = set()
-_live_lock = threading.Lock()
-_closing = False
+class Guests:
+    """The QEMU processes one lab command started and has not reaped: made by cli.main,
+    passed to what starts guests, and killed by main whatever ends the command."""
 
+    def __init__(self) -> None:
+        self._live: set[QemuProcess] = set()
+        self._lock = threading.Lock()
+        self._closing = False
 
-def allow_starts() -> None:
-    """A new run in this process may start QEMU again (after an interrupted one)."""
-    global _closing
-    with _live_lock:
-        _closing = False
+    def allow_starts(self) -> None:
+        """A new run may start QEMU again (after an interrupted one)."""
+        with self._lock:
+            self._closing = False
 
+    def running(self) -> int:
+        """How many QEMU processes are started and not reaped."""
+        with self._lock:
+            return len(self._live)
 
-def running() -> int:
-    """How many QEMU processes this process has started and not reaped."""
-    with _live_lock:
-        return len(_live)
+    def kill_all(self, closing: bool = False) -> int:
+        """Kill every QEMU started and not reaped; returns how many.
 
+        With closing=True no new QEMU may start afterwards (the lab is stopping).
+        """
+        with self._lock:
+            self._closing = self._closing or closing
+            procs = list(self._live)
+        for proc in procs:
+            proc.kill()
+        return len(procs)
 
-def kill_all(closing: bool = False) -> int:
-    """Kill every QEMU this process started and has not reaped; returns how many.
+    def started(self, proc: QemuProcess, spawn: Callable[[], pexpect.spawn]) -> pexpect.spawn:
+        """Spawn `proc`'s process and count it in one step under the lock, so a closing
+        kill_all never misses a QEMU starting at that moment; BootError when closing."""
+        with self._lock:
+            if self._closing:
+                raise BootError("not starting QEMU: the lab is stopping")
+            child = spawn()
+            self._live.add(proc)
+            return child
 
-    With closing=True no new QEMU may start afterwards (the lab is stopping).
-    """
-    global _closing
-    with _live_lock:
-        _closing = _closing or closing
-        procs = list(_live)
-    for proc in procs:
-        proc.kill()
-    return len(procs)
+    def discard(self, proc: QemuProcess) -> None:
+        with self._lock:
+            self._live.discard(proc)
 
 
 class QemuProcess:
     """One running QEMU with its console followed into a log file."""
 
-    def __init__(self, argv: list[str], console_log: Path):
+    def __init__(self, argv: list[str], console_log: Path, guests: Guests):
         self.argv = argv
         self.console_log = console_log
+        self.guests = guests  # who kills it if the command stops
         self.child: pexpect.spawn | None = None
         self.console: Console | None = None
         self.started_at = 0.0
@@ -153,24 +169,20 @@ class QemuProcess:
     def start(self) -> Console:
         """Start QEMU; raise BootError if it exits at once (with what it printed)."""
         self.started_at = time.monotonic()
-        with _live_lock:
-            if _closing:
-                raise BootError("not starting QEMU: the lab is stopping")
-            # Under the guardian, with its parent-death signal (lab.procs): the kernel
+        # Under the guardian, with its parent-death signal (lab.procs): the kernel
             # signals it if the lab dies, even by SIGKILL, and it kills its process group,
             # QEMU with it, whatever user QEMU has become. (Closing the pty hangs QEMU up
             # too, but a hung or SIGHUP-deaf process would survive that.) The signal follows
             # the thread that started it; that job thread owns the guest until it is
             # powered off, so it never ends before its QEMU.
-            guarded = [*procs.GUARDIAN, *self.argv]
-            parent = os.getpid()
-            try:
-                self.child = pexpect.spawn(guarded[0], guarded[1:], timeout=None, echo=False,
-                                           env={**os.environ, "LC_ALL": "C"},
-                                           preexec_fn=lambda: procs.guard(parent))
-            except pexpect.ExceptionPexpect as exc:
-                raise BootError(f"could not start {self.argv[0]}: {exc}") from None
-            _live.add(self)
+        guarded = [*procs.GUARDIAN, *self.argv]
+        parent = os.getpid()
+        try:
+            self.child = self.guests.started(self, lambda: pexpect.spawn(
+                guarded[0], guarded[1:], timeout=None, echo=False, env={**os.environ, "LC_ALL": "C"},
+                preexec_fn=lambda: procs.guard(parent)))
+        except pexpect.ExceptionPexpect as exc:
+            raise BootError(f"could not start {self.argv[0]}: {exc}") from None
         self.console = Console(self.child, self.console_log)
         if self.console.wait_eof(EARLY_EXIT_S):
             self.kill()
@@ -208,5 +220,4 @@ class QemuProcess:
             child.close(force=True)
         except pexpect.ExceptionPexpect:
             pass
-        with _live_lock:
-            _live.discard(self)
+        self.guests.discard(self)

@@ -24,7 +24,7 @@ from lab.guest import BootRequest, PortAllocator, RunningGuest, make_scratch_dis
 from lab.journal import Journal
 from lab.plan import Job
 from lab.progress import Notify
-from lab.qemu import allow_starts, kill_all
+from lab.qemu import Guests
 from lab.ssh import client_key
 from lab.results import CellResult, combine_attempts
 from lab.status import Status
@@ -60,7 +60,7 @@ class Runner:
     def __init__(self, lab: Lab, out_dir: Path, journal: Journal, *, accel: str = "tcg",
                  progress: Notify = lambda _: None, params: dict[str, dict] | None = None,
                  repeat: int = 1, timeout_factor: float = 1.0, retries: int = 1,
-                 on_cell: Callable[[], None] = lambda: None):
+                 on_cell: Callable[[], None] = lambda: None, guests: Guests | None = None):
         self.lab = lab
         self.out_dir = out_dir
         self.journal = journal
@@ -75,7 +75,8 @@ class Runner:
         self.on_cell = on_cell  # called after each cell is in the journal (progress counts)
         self.client_key, _ = client_key()
         self.scratch_dir = out_dir / rundir.SCRATCH
-        allow_starts()
+        self.guests = guests or Guests()  # the command's (lab.cli); its own when run alone (tests)
+        self.guests.allow_starts()
 
     def run(self, jobs: list[Job], artifacts: dict[str, Artifacts], parallel: int) -> None:
         """Run the jobs, `parallel` at a time; results go to the journal as they finish."""
@@ -95,7 +96,7 @@ class Runner:
                     # Interrupted: stop scheduling and kill the guests first, so the
                     # workers see their guests gone instead of running to their deadlines.
                     self.stop.set()
-                    kill_all(closing=True)
+                    self.guests.kill_all(closing=True)
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
         finally:
@@ -156,7 +157,7 @@ class Runner:
         request = BootRequest(job.arch, art.kernel.image, art.initrd, art.host_key, self.client_key, console_log,
                               accel=self.accel, timeout_factor=self.timeout_factor,
                               scratch_disk=make_scratch_disk(disk) if needs_disk else None)
-        guest = start_guest(request, self.ports)
+        guest = start_guest(request, self.ports, self.guests)
         self.progress(f"{job.name}: guest up (ready {guest.ready_s:.1f} s, SSH {guest.ssh_s:.1f} s after QEMU start)")
         return guest
 

@@ -30,6 +30,7 @@ from lab.cell import GUEST_DIR
 from lab.schema import Lab
 from lab.errors import BuildError, SshError
 from lab.guest import BootRequest, PortAllocator, RunningGuest, make_scratch_disk, start_guest
+from lab.qemu import Guests
 from lab.plan import Job
 from lab.progress import Notify
 from lab.remote import Remote
@@ -57,13 +58,13 @@ class ShellRequest:
     timeout_factor: float = 1.0
 
 
-def open_shell(lab: Lab, request: ShellRequest, progress: Notify) -> int:
+def open_shell(lab: Lab, request: ShellRequest, progress: Notify, guests: Guests) -> int:
     """Boot, push, hand the guest to the user; the exit status of the shell or command."""
     art = prepare(lab, [request.job], progress)[request.job.name]
     if art.error:
         raise BuildError(art.error.message, code=art.error.code)
     console_log = request.work / "console.log"
-    guest = _boot(request, art, console_log, progress)
+    guest = _boot(request, art, console_log, progress, guests)
     try:
         pushed = _push(guest.remote, art)
         progress(f"console log: {console_log}")
@@ -81,7 +82,7 @@ def open_shell(lab: Lab, request: ShellRequest, progress: Notify) -> int:
         guest.shutdown()
 
 
-def _boot(request: ShellRequest, art: Artifacts, console_log: Path, progress: Notify) -> RunningGuest:
+def _boot(request: ShellRequest, art: Artifacts, console_log: Path, progress: Notify, guests: Guests) -> RunningGuest:
     job = request.job
     request.work.mkdir(parents=True, exist_ok=True)
     needs_disk = job.arch.qemu.disk and any("blockdev" in c.needs for c in job.testcases)
@@ -89,7 +90,7 @@ def _boot(request: ShellRequest, art: Artifacts, console_log: Path, progress: No
                        accel=request.accel, timeout_factor=request.timeout_factor,
                        scratch_disk=make_scratch_disk(request.work / "scratch.img") if needs_disk else None)
     progress(f"booting {job.name} (console log: {console_log})")
-    guest = start_guest(boot, PortAllocator())
+    guest = start_guest(boot, PortAllocator(), guests)
     progress(f"{job.name}: guest up (SSH {guest.ssh_s:.1f} s after QEMU start)")
     return guest
 

@@ -162,16 +162,6 @@ openssh = {{ suite = "bookworm" }}
 
 
 @pytest.fixture(autouse=True)
-def qemu_may_start():
-    """A test whose run was stopped (a signal, an error) leaves this process refusing to start
-    QEMU, as the lab itself does while it stops; the next test starts afresh."""
-    from lab import qemu
-    qemu.allow_starts()
-    yield
-    qemu.allow_starts()
-
-
-@pytest.fixture(autouse=True)
 def cache_holds_released():
     """Entries a test's builds held (lab.cache.Entry.hold) are let go, as at the end of a run."""
     from lab.cache import release_holds

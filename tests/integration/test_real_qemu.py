@@ -25,7 +25,7 @@ from lab.config import load_lab
 from lab.console import BootState
 from lab.errors import SshError
 from lab.images import ensure_image, resolved_sources
-from lab.qemu import QemuProcess, qemu_argv
+from lab.qemu import Guests, QemuProcess, qemu_argv
 from lab.remote import Remote
 from lab.ssh import wait_for_banner
 from lab.journal import Journal
@@ -98,7 +98,7 @@ def test_swp_exclusive_fails_on_61_and_passes_on_612(artifacts, tmp_path):
 def _boot(job, art, tmp_path):
     port = Runner(LAB, tmp_path, Journal(tmp_path / "j.jsonl")).ports.take()
     argv = qemu_argv(job.arch, kernel=art.kernel.image, initrd=art.initrd, ssh_port=port)
-    qemu = QemuProcess(argv, tmp_path / "console.log")
+    qemu = QemuProcess(argv, tmp_path / "console.log", Guests())
     console = qemu.start()
     state, line = console.wait_boot(job.arch.guest.boot_timeout_s)
     assert state is BootState.READY, line

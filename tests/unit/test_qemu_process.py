@@ -7,7 +7,7 @@ import pytest
 
 from lab.console import BootState
 from lab.errors import BootError, PortTakenError
-from lab.qemu import QemuProcess, kill_all
+from lab.qemu import Guests, QemuProcess
 
 
 def _script(tmp_path, body):
@@ -32,23 +32,25 @@ def _gone(pid):
 
 def test_early_exit_is_a_clear_boot_error(tmp_path):
     fake = _script(tmp_path, "echo 'qemu-system-fake: -netdev user,id=n0: Could not set up host forwarding rule' >&2\nexit 1\n")
-    qemu = QemuProcess([fake, "-x"], tmp_path / "console.log")
+    guests = Guests()
+    qemu = QemuProcess([fake, "-x"], tmp_path / "console.log", guests)
     with pytest.raises(PortTakenError, match="qemu-system-fake exited at once: .*Could not set up host forwarding rule"):
         qemu.start()
-    assert kill_all() == 0
+    assert guests.kill_all() == 0
 
 
 def test_an_early_exit_for_another_reason_is_a_plain_boot_error(tmp_path):
     fake = _script(tmp_path, "echo 'qemu-system-fake: -initrd /nope: could not load initrd' >&2\nexit 1\n")
     with pytest.raises(BootError) as exc:
-        QemuProcess([fake, "-x"], tmp_path / "console.log").start()
+        QemuProcess([fake, "-x"], tmp_path / "console.log", Guests()).start()
     assert type(exc.value) is BootError and "could not load initrd" in str(exc.value)
 
 
 def test_ready_then_kill_leaves_no_process(tmp_path):
     # The child starts before READY: checked right after READY, it must already exist (under load too).
     fake = _script(tmp_path, "echo 'Linux version 6.1'\nsleep 1000 &\nsleep 0.7\necho 'qemu-lab: READY'\nwait\n")
-    qemu = QemuProcess([fake], tmp_path / "console.log")
+    guests = Guests()
+    qemu = QemuProcess([fake], tmp_path / "console.log", guests)
     console = qemu.start()
     state, _ = console.wait_boot(10)
     assert state is BootState.READY
@@ -61,16 +63,21 @@ def test_ready_then_kill_leaves_no_process(tmp_path):
         time.sleep(0.05)
     assert all(_gone(p) for p in [pid, *children]), "QEMU's whole process group must be killed"
     assert "qemu-lab: READY" in (tmp_path / "console.log").read_text()
-    assert kill_all() == 0
+    assert guests.kill_all() == 0
 
 
 def test_kill_all_kills_registered_processes(tmp_path):
     fake = _script(tmp_path, "sleep 1000\n")
-    qemu = QemuProcess([fake], tmp_path / "console.log")
+    guests = Guests()
+    qemu = QemuProcess([fake], tmp_path / "console.log", guests)
     qemu.start()
     pid = qemu.pid
-    assert kill_all() == 1
+    assert guests.running() == 1 and guests.kill_all(closing=True) == 1
     assert _gone(pid)
+    with pytest.raises(BootError, match="not starting QEMU: the lab is stopping"):
+        QemuProcess([fake], tmp_path / "console2.log", guests).start()
+    assert guests.running() == 0, "a refused start is not counted"
+    guests.allow_starts()
 
 
 def _ppid(pid):
@@ -89,8 +96,8 @@ def test_qemu_dies_when_the_lab_is_killed(tmp_path):
     # Deaf to the pty hangup: only the parent-death signal can end it.
     fake = _script(tmp_path, "trap '' HUP\necho started\nexec sleep 1000\n")
     pidfile = tmp_path / "pid"
-    code = ("import sys, time\nfrom pathlib import Path\nfrom lab.qemu import QemuProcess\n"
-            f"q = QemuProcess([{fake!r}], Path({str(tmp_path / 'c.log')!r}))\nq.start()\n"
+    code = ("import sys, time\nfrom pathlib import Path\nfrom lab.qemu import Guests, QemuProcess\n"
+            f"q = QemuProcess([{fake!r}], Path({str(tmp_path / 'c.log')!r}), Guests())\nq.start()\n"
             f"Path({str(pidfile) + '.new'!r}).write_text(str(q.pid))\n"
             f"Path({str(pidfile) + '.new'!r}).rename({str(pidfile)!r})\ntime.sleep(1000)\n")
     lab = subprocess.Popen([sys.executable, "-c", code])
